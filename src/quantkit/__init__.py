@@ -1,0 +1,66 @@
+"""quantkit: turn a Hugging Face checkpoint into a quantized checkpoint that vLLM loads and serves fast.
+
+    from quantkit import quantize, load, validate, plan
+
+``import quantkit`` stays light: torch, transformers, llm-compressor, ModelOpt and vLLM are imported only
+inside the function that needs them (tests/test_lean_import.py proves it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from quantkit.errors import (
+    BackendError,
+    CalibrationDataError,
+    CheckpointReadError,
+    EnvironmentNotFoundError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    OutputExistsError,
+    QuantkitError,
+    ServeError,
+    UnknownNameError,
+    UnsupportedSchemeError,
+    ValidationFailedError,
+)
+from quantkit.hardware import HARDWARE, get_hardware
+from quantkit.schemes import SCHEMES, get_scheme
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; imported on first attribute access
+_LAZY = {
+    "quantize": "quantkit.pipeline",
+    "QuantizeResult": "quantkit.pipeline",
+    "load": "quantkit.serve.engine",
+    "validate": "quantkit.validate",
+    "ValidationReport": "quantkit.validate",
+    "plan": "quantkit.plan.planner",
+    "embedded_model_path": "quantkit.models.embedded",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from quantkit.models.embedded import embedded_model_path
+    from quantkit.pipeline import QuantizeResult, quantize
+    from quantkit.plan.planner import plan
+    from quantkit.serve.engine import load
+    from quantkit.validate import ValidationReport, validate
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'quantkit' has no attribute {name!r}")
+
+
+__all__ = [
+    "HARDWARE", "SCHEMES", "BackendError", "CalibrationDataError", "CheckpointReadError",
+    "EnvironmentNotFoundError", "MissingDependencyError", "ModelNotFoundError", "OutputExistsError",
+    "QuantizeResult", "QuantkitError", "ServeError", "UnknownNameError", "UnsupportedSchemeError",
+    "ValidationFailedError", "ValidationReport", "embedded_model_path", "get_hardware", "get_scheme", "load",
+    "plan", "quantize", "validate",
+]

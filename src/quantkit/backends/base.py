@@ -1,0 +1,110 @@
+"""The backend contract and its registry.
+
+A backend declares what it can produce and the packages it needs, and does one job: turn a loaded model
+and a plan into a checkpoint directory. Everything about a producer lives in its module; the rest of
+quantkit talks to it through :class:`Backend` only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from quantkit.errors import MissingDependencyError, QuantkitError, UnknownNameError
+from quantkit.schemes import Scheme
+
+
+@dataclass(frozen=True)
+class ProduceJob:
+    """Everything a backend needs to write one checkpoint.
+
+    ``model`` and ``tokenizer`` are loaded transformers objects; ``calibration`` holds tokenized samples
+    (lists of token ids), empty for data-free schemes; ``ignore`` uses the model's module names.
+    """
+
+    model: Any
+    tokenizer: Any
+    scheme: Scheme
+    ignore: tuple[str, ...]
+    kv_cache: str
+    calibration: tuple[tuple[int, ...], ...]
+    max_seq_length: int
+    group_size: int | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProduceResult:
+    """What a backend reports back: timings (seconds) and notes worth showing the user."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Backend(ABC):
+    """A producer of quantized checkpoints."""
+
+    name: ClassVar[str]
+    #: import name -> the pip requirement that provides it
+    requires: ClassVar[dict[str, str]] = {}
+
+    @abstractmethod
+    def supports(self, scheme: Scheme) -> bool:
+        """Whether this backend can produce ``scheme`` at all."""
+
+    def check_environment(self) -> None:
+        """Fail early, with the exact install line, when a required package is missing."""
+        missing = [pkg for mod, pkg in self.requires.items() if importlib.util.find_spec(mod) is None]
+        if missing:
+            raise MissingDependencyError(
+                f"The {self.name} backend needs {', '.join(missing)}, which this Python environment lacks.",
+                fix=("Run `scripts/setup_envs.sh produce` and use .venvs/produce/bin/python, "
+                     f"or `pip install {' '.join(missing)} -c envs/constraints-cpu.txt`."),
+            )
+
+    def check_job(self, job: ProduceJob, *, device: str) -> None:  # noqa: B027 - optional hook
+        """Refuse, before any work, a job this backend cannot do on ``device`` ("cpu" or "cuda")."""
+
+    @abstractmethod
+    def produce(self, job: ProduceJob, out_dir: Path) -> ProduceResult:
+        """Quantize ``job.model`` and save a checkpoint (weights, config, tokenizer) into ``out_dir``."""
+
+
+_REGISTRY: dict[str, type[Backend]] = {}
+_MODULES: dict[str, str] = {
+    "llmcompressor": "quantkit.backends.llmcompressor",
+    "modelopt": "quantkit.backends.modelopt",
+}
+
+
+def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
+    """Class decorator that registers a backend under ``name``; a duplicate name is an error."""
+
+    def deco(cls: type[Backend]) -> type[Backend]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise QuantkitError(f"Backend {name!r} is already registered by {_REGISTRY[name].__qualname__}.",
+                                fix="Give the new backend another name.")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def backend_names() -> tuple[str, ...]:
+    """Names of every backend quantkit knows (registered or importable on demand)."""
+    return tuple(sorted(set(_MODULES) | set(_REGISTRY)))
+
+
+def get_backend(name: str) -> Backend:
+    """Instantiate a backend by name, importing its module on first use."""
+    if name not in _REGISTRY:
+        if name not in _MODULES:
+            raise UnknownNameError.for_name("backend", name, backend_names())
+        importlib.import_module(_MODULES[name])
+    return _REGISTRY[name]()

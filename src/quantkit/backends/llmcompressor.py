@@ -1,0 +1,137 @@
+"""llm-compressor backend: compressed-tensors checkpoints that vLLM detects with no flag.
+
+Recipes per scheme (see ``LlmCompressorRecipe`` in the scheme table):
+- ``rtn``: one data-free ``QuantizationModifier`` (FP8 dynamic/block, NVFP4A16, MXFP4A16); with a calibrated
+  scheme (NVFP4, FP8 static, an FP8 KV cache) the same modifier observes the calibration data.
+- ``gptq``: ``GPTQModifier`` (W4A16, W4A8).
+- ``smoothquant+gptq``: ``SmoothQuantModifier(0.8)`` then ``GPTQModifier`` (W8A8 INT8).
+- ``awq``: ``AWQModifier`` then ``QuantizationModifier`` (W4A16 asymmetric).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from quantkit.backends.base import Backend, ProduceJob, ProduceResult, register_backend
+from quantkit.errors import BackendError, UnsupportedSchemeError
+from quantkit.schemes import Scheme
+
+log = logging.getLogger(__name__)
+
+# The FP8 KV-cache scheme llm-compressor calibrates (per-tensor k/v scales); vLLM reads it from
+# `quantization_config.kv_cache_scheme` and applies it even when `kv_cache_dtype="auto"`.
+FP8_KV_CACHE_SCHEME: dict[str, Any] = {
+    "num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False, "symmetric": True,
+}
+SMOOTHQUANT_STRENGTH = 0.8
+
+
+@register_backend("llmcompressor")
+class LlmCompressorBackend(Backend):
+    """Drives ``llmcompressor.oneshot`` and saves a compressed-tensors checkpoint."""
+
+    requires = {"llmcompressor": "llmcompressor==0.14.0.1", "compressed_tensors": "compressed-tensors==0.19.0"}
+
+    def supports(self, scheme: Scheme) -> bool:
+        return scheme.llmcompressor is not None
+
+    def check_job(self, job: ProduceJob, *, device: str) -> None:
+        if not self.supports(job.scheme):
+            raise UnsupportedSchemeError(f"llm-compressor has no recipe for {job.scheme.name}.",
+                                         fix="Use backend='modelopt' or another scheme.")
+
+    def _config_groups(self, job: ProduceJob) -> dict[str, Any]:
+        from compressed_tensors.quantization import preset_name_to_scheme
+
+        recipe = job.scheme.llmcompressor
+        assert recipe is not None  # checked by check_job
+        qscheme = preset_name_to_scheme(recipe.preset, ["Linear"])
+        if job.group_size is not None and qscheme.weights is not None and qscheme.weights.group_size:
+            qscheme.weights.group_size = job.group_size
+        return {"group_0": qscheme}
+
+    def recipe(self, job: ProduceJob) -> list[Any]:
+        """The llm-compressor modifiers for ``job`` (public so benchmarks can run the same recipe raw)."""
+        from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+        from llmcompressor.modifiers.transform import AWQModifier, SmoothQuantModifier
+
+        recipe = job.scheme.llmcompressor
+        assert recipe is not None
+        common: dict[str, Any] = {"config_groups": self._config_groups(job), "ignore": list(job.ignore)}
+        if job.kv_cache == "fp8":
+            common["kv_cache_scheme"] = dict(FP8_KV_CACHE_SCHEME)
+        if recipe.algorithm == "rtn":
+            return [QuantizationModifier(**common)]
+        if recipe.algorithm == "gptq":
+            return [GPTQModifier(**common)]
+        if recipe.algorithm == "smoothquant+gptq":
+            return [SmoothQuantModifier(smoothing_strength=SMOOTHQUANT_STRENGTH, ignore=list(job.ignore)),
+                    GPTQModifier(**common)]
+        if recipe.algorithm == "awq":
+            return [AWQModifier(duo_scaling="both"), QuantizationModifier(**common)]
+        raise UnsupportedSchemeError(f"Unknown llm-compressor algorithm {recipe.algorithm!r}.")
+
+    def needs_data(self, job: ProduceJob) -> bool:
+        return job.scheme.needs_calibration or job.kv_cache != "auto"
+
+    def produce(self, job: ProduceJob, out_dir: Path) -> ProduceResult:
+        from llmcompressor import oneshot
+
+        result = ProduceResult()
+        recipe = self.recipe(job)
+        kwargs: dict[str, Any] = {}
+        if self.needs_data(job):
+            kwargs = {"dataset": calibration_dataset(job), "num_calibration_samples": len(job.calibration),
+                      "max_seq_length": job.max_seq_length, "shuffle_calibration_samples": False}
+            log.info("calibrating %s on %d samples x %d tokens", job.scheme.name, len(job.calibration),
+                     job.max_seq_length)
+        else:
+            log.info("quantizing %s (data-free)", job.scheme.name)
+        t0 = time.perf_counter()
+        try:
+            with _cpu_safe_awq():
+                oneshot(model=job.model, tokenizer=job.tokenizer, recipe=recipe, **kwargs)
+        except Exception as exc:  # translate at the boundary, keep the cause
+            raise BackendError(f"llm-compressor failed on {job.scheme.name}: {type(exc).__name__}: {exc}",
+                               fix="See the chained exception; check the scheme suits this model "
+                                   "(`quantkit schemes`) and the calibration data.") from exc
+        result.timings["quantize_s"] = time.perf_counter() - t0
+        log.info("saving compressed-tensors checkpoint")
+        t1 = time.perf_counter()
+        job.model.save_pretrained(out_dir, save_compressed=True)
+        job.tokenizer.save_pretrained(out_dir)
+        result.timings["save_s"] = time.perf_counter() - t1
+        return result
+
+
+def calibration_dataset(job: ProduceJob) -> Any:
+    """A ``datasets.Dataset`` of already tokenized samples, which oneshot uses as is."""
+    from datasets import Dataset
+
+    ids = [list(s) for s in job.calibration]
+    return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(s) for s in ids]})
+
+
+@contextlib.contextmanager
+def _cpu_safe_awq() -> Iterator[None]:
+    """AWQ pins cached activations for faster host-to-device copies; with no accelerator, pinning raises
+    "Cannot access accelerator device". Pinning is only an optimisation, so skip it while no accelerator
+    exists, for the duration of one oneshot call."""
+    import torch
+
+    if torch.accelerator.is_available():
+        yield
+        return
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    original = IntermediatesCache.pin_memory
+    IntermediatesCache.pin_memory = lambda self, *a, **k: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        IntermediatesCache.pin_memory = original  # type: ignore[method-assign]

@@ -1,0 +1,87 @@
+"""Calibration and evaluation text: the user's, or the text shipped with quantkit.
+
+Calibration data may be a list of strings, a ``datasets.Dataset`` (a ``text`` column, or already tokenized
+``input_ids``), a path to a ``.txt``/``.jsonl`` file, or None for the embedded default (Macbeth and Julius
+Caesar). Evaluation uses *Hamlet*, which calibration never sees.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from quantkit.errors import CalibrationDataError
+
+DEFAULT_NUM_SAMPLES = 64
+DEFAULT_MAX_SEQ_LENGTH = 512
+CALIBRATION_FILE = "calibration_macbeth_caesar.txt"
+EVAL_FILE = "eval_hamlet.txt"
+
+
+def shipped_text(name: str) -> str:
+    """Read one of the text files shipped in ``quantkit/data``."""
+    return resources.files("quantkit").joinpath("data", name).read_text(encoding="utf-8")
+
+
+def default_calibration_text() -> str:
+    return shipped_text(CALIBRATION_FILE)
+
+
+def default_eval_text() -> str:
+    return shipped_text(EVAL_FILE)
+
+
+def _texts_from(calibration: Any) -> list[str] | list[list[int]]:
+    if calibration is None:
+        return [default_calibration_text()]
+    if isinstance(calibration, (str, Path)):
+        path = Path(calibration)
+        if not path.is_file():
+            raise CalibrationDataError(f"Calibration file {str(path)!r} does not exist.",
+                                       fix="Pass a list of strings, a datasets.Dataset, or an existing .txt/.jsonl.")
+        if path.suffix == ".jsonl":
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            return [str(r["text"]) if isinstance(r, dict) else str(r) for r in rows]
+        return [path.read_text(encoding="utf-8")]
+    if hasattr(calibration, "column_names"):  # datasets.Dataset, without importing datasets here
+        cols = calibration.column_names
+        if "input_ids" in cols:
+            return [list(map(int, row)) for row in calibration["input_ids"]]
+        if "text" in cols:
+            return [str(t) for t in calibration["text"]]
+        raise CalibrationDataError(f"The calibration Dataset has columns {cols}; quantkit needs 'text' or 'input_ids'.",
+                                   fix="Rename your text column to 'text' (dataset.rename_column(...)).")
+    if isinstance(calibration, Sequence) and all(isinstance(t, str) for t in calibration):
+        if not calibration:
+            raise CalibrationDataError("The calibration list is empty.", fix="Pass at least one text, or None for the default.")
+        return list(calibration)
+    raise CalibrationDataError(f"Unsupported calibration data of type {type(calibration).__name__}.",
+                               fix="Pass a list of strings, a datasets.Dataset, a .txt/.jsonl path, or None.")
+
+
+def tokenize_samples(calibration: Any, tokenizer: Any, *, num_samples: int = DEFAULT_NUM_SAMPLES,
+                     max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> tuple[tuple[int, ...], ...]:
+    """Turn calibration data into up to ``num_samples`` token sequences of at most ``max_seq_length``.
+
+    Long texts are cut into consecutive windows of ``max_seq_length`` tokens; short texts are kept as they
+    are (one sample each), so a list of prompts calibrates on exactly those prompts.
+    """
+    if num_samples < 1 or max_seq_length < 8:
+        raise CalibrationDataError(f"num_samples={num_samples}, max_seq_length={max_seq_length} are too small.",
+                                   fix="Use num_samples >= 1 and max_seq_length >= 8.")
+    items = _texts_from(calibration)
+    samples: list[tuple[int, ...]] = []
+    for item in items:
+        ids = item if isinstance(item, list) else tokenizer(item, add_special_tokens=False)["input_ids"]
+        for start in range(0, len(ids), max_seq_length):
+            window = ids[start:start + max_seq_length]
+            if len(window) >= 8 or (start == 0 and window):
+                samples.append(tuple(int(i) for i in window))
+            if len(samples) >= num_samples:
+                return tuple(samples)
+    if not samples:
+        raise CalibrationDataError("The calibration data produced no tokens.", fix="Pass non-empty text.")
+    return tuple(samples)

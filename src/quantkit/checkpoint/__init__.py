@@ -1,0 +1,1 @@
+"""Writing checkpoints safely and reading them cheaply (config and safetensors headers only)."""

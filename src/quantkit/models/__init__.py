@@ -1,0 +1,1 @@
+"""Models quantkit quantizes: loading a user's checkpoint, and the embedded default model."""
