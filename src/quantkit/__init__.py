@@ -35,18 +35,18 @@ _LAZY = {
     "quantize": "quantkit.pipeline",
     "QuantizeResult": "quantkit.pipeline",
     "load": "quantkit.serve.engine",
-    "validate": "quantkit.validate",
-    "ValidationReport": "quantkit.validate",
-    "plan": "quantkit.plan.planner",
+    "validate": "quantkit.validation",
+    "ValidationReport": "quantkit.validation",
+    "plan": "quantkit.planning.planner",
     "embedded_model_path": "quantkit.models.embedded",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from quantkit.models.embedded import embedded_model_path
     from quantkit.pipeline import QuantizeResult, quantize
-    from quantkit.plan.planner import plan
+    from quantkit.planning.planner import plan
     from quantkit.serve.engine import load
-    from quantkit.validate import ValidationReport, validate
+    from quantkit.validation import ValidationReport, validate
 
 
 def __getattr__(name: str) -> Any:
