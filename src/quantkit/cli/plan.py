@@ -1,0 +1,41 @@
+"""``quantkit plan``: what to produce for a GPU and a workload, and how to serve it, with the reasons."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from quantkit.cli import app
+from quantkit.hardware import HARDWARE
+from quantkit.planning.rules import SELECTION_RULES, WORKLOADS, explain_rule
+from quantkit.schemes import KV_CACHE_DTYPES
+
+
+@app.command("plan")
+def plan_command(
+    model: str = typer.Argument("embedded", help="Checkpoint directory, or 'embedded' for the built-in SmolLM2."),
+    hardware: str = typer.Option(None, "--hardware", "-H",
+                                 help=f"Serving target: {', '.join(HARDWARE)}. Default: the local GPU, else cpu."),
+    workload: str = typer.Option("balanced", "--workload", "-w", help=f"One of {', '.join(WORKLOADS)}."),
+    kv_cache: str = typer.Option(None, "--kv-cache", help=f"Force the KV-cache dtype: {', '.join(KV_CACHE_DTYPES)}."),
+    max_model_len: int = typer.Option(4096, "--max-model-len", min=1, help="Context length per sequence."),
+    concurrency: int = typer.Option(16, "--concurrency", "-c", min=1, help="Sequences served at once."),
+    tensor_parallel_size: int = typer.Option(None, "--tp", min=1,
+                                             help="GPUs to fit on (default: the fewest that fit)."),
+    accuracy_critical: bool = typer.Option(False, "--accuracy-critical",
+                                           help="Prefer GPTQ W4A16 over W4A4, and 8-bit unless memory needs 4-bit."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    rules: bool = typer.Option(False, "--rules", help="Print the selection rules, in the order they are tried."),
+) -> None:
+    """Choose scheme, producer, ignore list, KV-cache dtype and GPU count for a checkpoint on a target."""
+    if rules:
+        for r in SELECTION_RULES:
+            typer.echo(f"{explain_rule(r)}\n    {r.why}")
+        return
+    from quantkit.planning.planner import plan
+
+    result = plan(model, hardware, workload=workload, kv_cache=kv_cache, max_model_len=max_model_len,
+                  concurrency=concurrency, tensor_parallel_size=tensor_parallel_size,
+                  accuracy_critical=accuracy_critical)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))

