@@ -1,3 +1,4 @@
 from quantkit.cli import run
 
-run()
+if __name__ == "__main__":  # vLLM spawns workers that re-import the main module
+    run()

@@ -1,0 +1,120 @@
+"""quantkit.quantize() vs calling llm-compressor's oneshot directly with the same recipe, in the same run.
+
+Each side runs in a fresh subprocess (so peak RSS is that side's own), alternating A/B, N rounds; the
+script prints a table of medians and the ratios. Goal: <= 3 % overhead in wall time and peak memory.
+
+    .venvs/produce/bin/python benchmarks/quantize_overhead.py --scheme w8a8-int8 --rounds 3
+
+What is timed: the whole job a user runs, from a fresh interpreter to a saved checkpoint (import, model
+load, calibration, quantization, save; quantkit adds its plan, ignore list, validation and atomic publish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+RAW = textwrap.dedent('''
+    import json, resource, sys, time
+    t0 = time.perf_counter()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+    from llmcompressor.modifiers.transform import SmoothQuantModifier
+    from compressed_tensors.quantization import preset_name_to_scheme
+    model_path, out, preset, algo, group, n, seqlen = sys.argv[1:8]
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
+    scheme = preset_name_to_scheme(preset, ["Linear"])
+    if group != "none":
+        scheme.weights.group_size = int(group)
+    common = dict(config_groups={"group_0": scheme}, ignore=["lm_head"])
+    recipe = {"rtn": [QuantizationModifier(**common)], "gptq": [GPTQModifier(**common)],
+              "smoothquant+gptq": [SmoothQuantModifier(smoothing_strength=0.8, ignore=["lm_head"]),
+                                   GPTQModifier(**common)]}[algo]
+    kwargs = {}
+    if algo != "rtn":
+        from quantkit.calibration import default_calibration_text
+        ids = tok(default_calibration_text(), add_special_tokens=False)["input_ids"]
+        L = int(seqlen)
+        wins = [ids[i:i + L] for i in range(0, len(ids), L)][:int(n)]
+        kwargs = dict(dataset=Dataset.from_dict({"input_ids": wins, "attention_mask": [[1] * len(w) for w in wins]}),
+                      num_calibration_samples=len(wins), max_seq_length=L, shuffle_calibration_samples=False)
+    oneshot(model=model, tokenizer=tok, recipe=recipe, **kwargs)
+    model.save_pretrained(out, save_compressed=True)
+    tok.save_pretrained(out)
+    print(json.dumps({"wall_s": time.perf_counter() - t0,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+''')
+
+QK = textwrap.dedent('''
+    import json, resource, sys, time
+    t0 = time.perf_counter()
+    import quantkit
+    model_path, out, scheme, n, seqlen = sys.argv[1:6]
+    quantkit.quantize(model_path, scheme, hardware="h100", output_dir=out, num_calibration_samples=int(n),
+                      max_seq_length=int(seqlen))
+    print(json.dumps({"wall_s": time.perf_counter() - t0,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+''')
+
+
+def run(code: str, args: list[str]) -> dict:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    if p.returncode:
+        sys.exit(f"benchmark side failed:\n{p.stderr[-3000:]}")
+    return json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("{")][-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scheme", default="w8a8-int8")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=256)
+    a = ap.parse_args()
+    from quantkit import get_scheme
+    from quantkit.models.embedded import embedded_model_path
+    from quantkit.pipeline import choose_group_size
+
+    model = str(embedded_model_path())
+    s = get_scheme(a.scheme)
+    assert s.llmcompressor is not None
+    group = "none"
+    if s.llmcompressor.group_candidates:  # the same group quantkit picks for this model (64 for SmolLM2)
+        group = str(choose_group_size(s, {"x": 576, "y": 1536}, None)[0])
+    raw, qk = [], []
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(a.rounds):
+            order = [("raw", RAW), ("qk", QK)] if i % 2 == 0 else [("qk", QK), ("raw", RAW)]
+            for name, code in order:
+                out = f"{d}/{name}-{i}"
+                if name == "raw":
+                    raw.append(run(code, [model, out, s.llmcompressor.preset, s.llmcompressor.algorithm, group,
+                                          str(a.samples), str(a.seq_len)]))
+                else:
+                    qk.append(run(code, [model, out, s.name, str(a.samples), str(a.seq_len)]))
+                print(f"round {i + 1} {name}: {(raw if name == 'raw' else qk)[-1]}", flush=True)
+    med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
+    print(f"\nmachine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}, "
+          f"{time.strftime('%Y-%m-%d')}")
+    print(f"scheme {a.scheme}, {a.samples} x {a.seq_len} calibration tokens, {a.rounds} rounds (median)")
+    print(f"{'':12}{'raw oneshot':>14}{'quantkit':>12}{'ratio':>8}")
+    for k, label in (("wall_s", "wall s"), ("peak_rss_mb", "peak RSS MB")):
+        r, q = med(raw, k), med(qk, k)
+        print(f"{label:12}{r:14.2f}{q:12.2f}{q / r:8.3f}")
+
+
+if __name__ == "__main__":
+    main()

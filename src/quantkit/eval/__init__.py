@@ -1,0 +1,1 @@
+"""Measuring quality: perplexity on held-out text, greedy agreement between two models."""

@@ -1,0 +1,69 @@
+"""Load the model to quantize: a path, the embedded default, or a transformers model the user already has."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quantkit.errors import MissingDependencyError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_ALIASES = ("embedded", "default", "smollm2-135m-instruct")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    source: Path | None  # the checkpoint directory, when the model came from disk
+    name: str
+
+
+def resolve_model_path(model: str | Path | None) -> Path:
+    """Return a checkpoint directory for a path or the embedded model alias.
+
+    Raises:
+        ModelNotFoundError: the path is missing or holds no ``config.json``.
+    """
+    if model is None or str(model) in EMBEDDED_ALIASES:
+        from quantkit.models.embedded import embedded_model_path
+
+        return embedded_model_path()
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise ModelNotFoundError(
+            f"Model path {str(path)!r} does not exist (quantkit never downloads from a hub).",
+            fix="Pass a local Hugging Face checkpoint directory, or 'embedded' for the built-in SmolLM2-135M.")
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"{path} is not a Hugging Face checkpoint: it has no config.json.",
+                                 fix="Point at the directory that holds config.json and the *.safetensors files.")
+    return path
+
+
+def load_model(model: Any, tokenizer: Any = None) -> LoadedModel:
+    """Load ``model`` (a path, 'embedded', or a ``PreTrainedModel``) and its tokenizer for quantization."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise MissingDependencyError("Quantizing needs torch and transformers.",
+                                     fix="Run `scripts/setup_envs.sh produce` and use .venvs/produce/bin/python.") from exc
+    if hasattr(model, "named_modules") and hasattr(model, "config"):
+        src = getattr(model.config, "_name_or_path", None)
+        src_path = Path(src) if src and Path(src).is_dir() else None
+        if tokenizer is None:
+            if src_path is None:
+                raise ModelNotFoundError("A model object was passed without a tokenizer, and its source is unknown.",
+                                         fix="Pass tokenizer=... along with the model.")
+            tokenizer = AutoTokenizer.from_pretrained(src_path)
+        return LoadedModel(model, tokenizer, src_path, str(src or type(model).__name__))
+    path = resolve_model_path(model)
+    log.info("loading %s", path)
+    tok = tokenizer or AutoTokenizer.from_pretrained(path)
+    m = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+    if m.dtype == torch.float32:
+        log.info("model is float32; quantizing from float32 weights")
+    return LoadedModel(m, tok, path, path.name)

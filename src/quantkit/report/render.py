@@ -1,0 +1,121 @@
+"""Render a round-trip report as JSON, Markdown, one PNG plot, and a compact terminal table."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+JSON_NAME, MD_NAME, PNG_NAME = "report.json", "report.md", "report.png"
+
+
+def _fmt(v: Any, spec: str = ".2f") -> str:
+    return "-" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per model (original first) with the headline numbers."""
+    o = data["original"]
+    out = [{"name": "original (bf16)", "ppl": (o.get("perplexity") or {}).get("perplexity"),
+            "size_mb": None, "ratio": None, "tok_s_bs1": o.get("tokens_per_s_bs1"),
+            "tok_s_bs16": o.get("tokens_per_s_bs16"), "load_s": o.get("load_s"), "agree": None,
+            "quantize_s": None, "served": o.get("served")}]
+    for r in data["runs"]:
+        q = r["quantized"]
+        out.append({"name": r.get("scheme", Path(r["path"]).name),
+                    "ppl": (q.get("perplexity") or {}).get("perplexity"),
+                    "ppl_via": (q.get("perplexity") or {}).get("via", "vllm"),
+                    "size_mb": r["quantized_bytes"] / 1e6, "ratio": r.get("compression_ratio"),
+                    "tok_s_bs1": q.get("tokens_per_s_bs1"), "tok_s_bs16": q.get("tokens_per_s_bs16"),
+                    "load_s": q.get("load_s"), "agree": (r.get("greedy_agreement") or {}).get("prefix"),
+                    "quantize_s": (r.get("quantize") or {}).get("timings", {}).get("total_s"),
+                    "served": q.get("served"), "ok": r["validation"]["ok"]})
+    if out[0]["size_mb"] is None and data["runs"]:
+        out[0]["size_mb"] = data["runs"][0]["original_bytes"] / 1e6
+    return out
+
+
+def markdown(data: dict[str, Any]) -> str:
+    lines = [f"# quantkit round-trip report", "",
+             f"- model: `{data['model']}`", f"- hardware target: `{data['hardware']}`",
+             f"- machine: {platform.machine()} {platform.processor() or ''} Python {platform.python_version()}",
+             f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
+             "| model | ppl (Hamlet) | size MB | ratio | greedy agreement | tok/s bs1 | tok/s bs16 | vLLM load s | quantize s | served by vLLM | valid |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows(data):
+        lines.append(f"| {r['name']} | {_fmt(r['ppl'])}{' (transformers)' if r.get('ppl_via') == 'transformers' else ''} "
+                     f"| {_fmt(r['size_mb'], '.1f')} | {_fmt(r['ratio'])} | {_fmt(r['agree'], '.0%')} "
+                     f"| {_fmt(r['tok_s_bs1'], '.1f')} | {_fmt(r['tok_s_bs16'], '.1f')} | {_fmt(r['load_s'], '.1f')} "
+                     f"| {_fmt(r['quantize_s'], '.1f')} | {'yes' if r['served'] else 'no'} | {'yes' if r.get('ok', True) else 'NO'} |")
+    for run in data["runs"]:
+        lines += ["", f"## {run.get('scheme', run['path'])}", "", f"- checkpoint: `{run['path']}`"]
+        q = run.get("quantize") or {}
+        for n in q.get("notes", []):
+            lines.append(f"- note: {n}")
+        if not run["quantized"].get("served"):
+            lines.append(f"- vLLM could not serve it here: {run['quantized'].get('serve_error')}")
+        for f in run["validation"]["findings"]:
+            lines.append(f"- validator {f['severity']} `{f['rule']}`: {f['message']}")
+        lines += ["", "Serve it:", "", "```bash", f"vllm serve {run['path']}" +
+                  (" --kv-cache-dtype fp8" if run['quantized'].get('kv_cache_dtype') == 'fp8' else ""), "```"]
+        gens = run["quantized"].get("generations") or []
+        if gens:
+            lines += ["", "| prompt | original | quantized |", "|---|---|---|"]
+            for g, og in zip(gens[:4], data["original"].get("generations") or []):
+                clean = lambda s: s.replace("|", "\\|").replace("\n", " ")[:90]  # noqa: E731
+                lines.append(f"| {clean(g['prompt'])} | {clean(og['text'])} | {clean(g['text'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(data: dict[str, Any], path: Path) -> bool:
+    """One figure: perplexity and size per model. Returns False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rs = rows(data)
+    names = [r["name"] for r in rs]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.bar(names, [r["ppl"] or 0 for r in rs], color=["#888"] + ["#3a7"] * (len(rs) - 1))
+    a1.set_title("Perplexity on held-out Hamlet (lower is better)")
+    a2.bar(names, [r["size_mb"] or 0 for r in rs], color=["#888"] + ["#37a"] * (len(rs) - 1))
+    a2.set_title("Checkpoint size (MB)")
+    for ax in (a1, a2):
+        ax.tick_params(axis="x", rotation=20)
+    fig.suptitle(f"quantkit round trip: {Path(data['model']).name} on {data['hardware']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_report(data: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    """Write report.json, report.md and report.png into ``out_dir``; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {"json": str(out_dir / JSON_NAME), "markdown": str(out_dir / MD_NAME)}
+    if plot(data, out_dir / PNG_NAME):
+        files["plot"] = str(out_dir / PNG_NAME)
+    data = dict(data, files=files)
+    (out_dir / JSON_NAME).write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (out_dir / MD_NAME).write_text(markdown(data) + (f"\n![plot]({PNG_NAME})\n" if "plot" in files else ""))
+    return files
+
+
+def print_table(data: dict[str, Any]) -> None:
+    """A compact rich table on the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"quantkit round trip: {Path(data['model']).name} → vLLM ({data['hardware']})")
+    for col in ("model", "ppl", "size MB", "ratio", "agree", "tok/s bs1", "tok/s bs16", "load s", "served"):
+        t.add_column(col, no_wrap=True)
+    for r in rows(data):
+        t.add_row(r["name"], _fmt(r["ppl"]), _fmt(r["size_mb"], ".1f"), _fmt(r["ratio"]), _fmt(r["agree"], ".0%"),
+                  _fmt(r["tok_s_bs1"], ".1f"), _fmt(r["tok_s_bs16"], ".1f"), _fmt(r["load_s"], ".1f"),
+                  "yes" if r["served"] else "no")
+    Console(width=max(Console().width, 110)).print(t)

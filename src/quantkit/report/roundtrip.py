@@ -1,0 +1,109 @@
+"""The round trip in one call: quantize → validate → load in vLLM → generate → quality and speed vs original."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quantkit.report.compare import checkpoint_bytes, greedy_agreement, measure
+
+log = logging.getLogger(__name__)
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_PNG = "report.png"
+
+
+@dataclass
+class RoundTripReport:
+    """Everything measured in one round trip; ``to_dict()`` is what report.json holds."""
+
+    model: str
+    hardware: str
+    original: dict[str, Any]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "hardware": self.hardware, "original": self.original, "runs": self.runs,
+                "files": self.files}
+
+
+def _ppl(m: dict[str, Any]) -> float | None:
+    p = m.get("perplexity")
+    return p.get("perplexity") if isinstance(p, dict) else None
+
+
+def compare_checkpoints(original: str | Path, quantized: str | Path, *, hardware: str | None = "cpu",
+                        eval_tokens: int = 4096, speed: bool = True,
+                        original_measure: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Measure ``quantized`` against ``original`` (probing the original too unless given its measurement)."""
+    from quantkit.validation import validate
+
+    orig = original_measure or measure(original, hardware=hardware, eval_tokens=eval_tokens, speed=speed)
+    quant = measure(quantized, hardware=hardware, eval_tokens=eval_tokens, speed=speed)
+    report = validate(quantized, hardware=hardware)
+    run: dict[str, Any] = {
+        "path": str(quantized),
+        "validation": {"ok": report.ok, "findings": [f.to_dict() for f in report.findings]},
+        "quantized": quant,
+        "original_bytes": checkpoint_bytes(original),
+        "quantized_bytes": checkpoint_bytes(quantized),
+    }
+    run["compression_ratio"] = run["original_bytes"] / max(run["quantized_bytes"], 1)
+    po, pq = _ppl(orig), _ppl(quant)
+    if po and pq:
+        run["perplexity_delta_pct"] = 100.0 * (pq - po) / po
+    if orig.get("generations") and quant.get("generations"):
+        run["greedy_agreement"] = greedy_agreement(orig["generations"], quant["generations"])
+    manifest = Path(quantized) / "quantkit.json"
+    if manifest.is_file():
+        run["manifest"] = json.loads(manifest.read_text())
+    return {"original": orig, "run": run}
+
+
+def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ...] = ("auto",), *,
+              hardware: str = "cpu", output_root: str | Path = "runs", overwrite: bool = False,
+              num_calibration_samples: int = 64, max_seq_length: int = 512, eval_tokens: int = 4096,
+              speed: bool = True, kv_cache: str | None = None) -> RoundTripReport:
+    """Quantize ``model`` with each scheme, then load original and quantized in vLLM and compare them.
+
+    Writes ``report.json``, ``report.md`` and ``report.png`` into ``output_root``; checkpoints go to
+    ``output_root/<scheme>``.
+    """
+    from quantkit.models.loading import resolve_model_path
+    from quantkit.pipeline import quantize
+    from quantkit.report.render import write_report
+
+    root = Path(output_root)
+    root.mkdir(parents=True, exist_ok=True)
+    src = resolve_model_path(None if str(model) == "embedded" else model)
+    log.info("measuring the original model in vLLM")
+    orig = measure(src, hardware=hardware, eval_tokens=eval_tokens, speed=speed)
+    rep = RoundTripReport(model=str(src), hardware=hardware, original=orig)
+    for scheme in schemes:
+        t0 = time.perf_counter()
+        if scheme == "auto":  # resolve first so the checkpoint directory carries the real scheme name
+            from quantkit.planning.planner import plan
+
+            chosen = plan(src, hardware)
+            log.info("plan for %s: %s (rule %s)", hardware, chosen.scheme, chosen.rule)
+            scheme = chosen.scheme
+        res = quantize(src, scheme, hardware=hardware, output_dir=root / scheme, overwrite=overwrite,
+                       num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length,
+                       kv_cache=kv_cache)
+        log.info("measuring %s in vLLM", res.scheme)
+        cmp = compare_checkpoints(src, res.output_dir, hardware=hardware, eval_tokens=eval_tokens, speed=speed,
+                                  original_measure=orig)
+        run = cmp["run"]
+        run["scheme"] = res.scheme
+        run["quantize"] = {"backend": res.backend, "timings": res.timings, "peak_rss_bytes": res.peak_rss_bytes,
+                           "notes": list(res.notes), "group_size": res.group_size, "ignore": list(res.ignore),
+                           "wall_s": time.perf_counter() - t0}
+        rep.runs.append(run)
+    rep.files = write_report(rep.to_dict(), root)
+    return rep

@@ -1,0 +1,63 @@
+"""Probe a checkpoint in vLLM: load it, generate, time it, score it. Runs where vLLM is installed.
+
+The result is plain JSON so the produce environment can ask the serve environment for it
+(``quantkit generate PATH --json`` under the serve interpreter; see ``quantkit.serve.remote``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PROMPTS = (
+    "The capital of France is",
+    "To be, or not to be, that is",
+    "def fibonacci(n):",
+    "The three primary colors are",
+    "Water boils at a temperature of",
+    "Once upon a time, in a small village,",
+    "The largest planet in our solar system is",
+    "In machine learning, quantization means",
+)
+
+
+def probe(path: str | Path, *, hardware: str | None = None, prompts: tuple[str, ...] = DEFAULT_PROMPTS,
+          max_tokens: int = 32, perplexity: bool = True, eval_tokens: int = 4096, speed: bool = True,
+          batch: int = 16, kv_cache_dtype: str | None = None, **engine_args: Any) -> dict[str, Any]:
+    """Load ``path`` with :func:`quantkit.load`, then measure it. Returns a JSON-serialisable dict."""
+    from vllm import SamplingParams
+
+    from quantkit.eval.perplexity import perplexity_vllm
+    from quantkit.serve.engine import load
+
+    llm = load(path, hardware, kv_cache_dtype=kv_cache_dtype, **engine_args)
+    plan = llm.quantkit_plan
+    greedy = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    outs = llm.generate(list(prompts), greedy, use_tqdm=False)
+    result: dict[str, Any] = {
+        "path": str(path),
+        "quant_method": plan.quant_method,
+        "kv_cache_dtype": plan.kv_cache_dtype,
+        "kv_reason": plan.kv_reason,
+        "load_s": round(llm.quantkit_load_s, 3),
+        "generations": [{"prompt": p, "text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids)}
+                        for p, o in zip(prompts, outs)],
+    }
+    try:
+        cfg = llm.llm_engine.vllm_config.cache_config
+        result["num_gpu_blocks"] = cfg.num_gpu_blocks
+        result["block_size"] = cfg.block_size
+    except AttributeError:
+        pass
+    if speed:
+        fixed = SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True)
+        for label, n in (("bs1", 1), (f"bs{batch}", batch)):
+            t0 = time.perf_counter()
+            o = llm.generate([prompts[0]] * n, fixed, use_tqdm=False)
+            dt = time.perf_counter() - t0
+            toks = sum(len(x.outputs[0].token_ids) for x in o)
+            result[f"tokens_per_s_{label}"] = round(toks / dt, 2)
+    if perplexity:
+        result["perplexity"] = perplexity_vllm(llm, max_tokens=eval_tokens)
+    return result
