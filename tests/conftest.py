@@ -39,5 +39,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not has_gpu:
         skip = pytest.mark.skip(reason="needs a CUDA GPU with vLLM (see scripts/gpu_check.py); none on this machine")
         for item in items:
-            if "gpu" in item.keywords:
+            if item.get_closest_marker("gpu") is not None:
                 item.add_marker(skip)
