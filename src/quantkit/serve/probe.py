@@ -61,3 +61,9 @@ def probe(path: str | Path, *, hardware: str | None = None, prompts: tuple[str, 
     if perplexity:
         result["perplexity"] = perplexity_vllm(llm, max_tokens=eval_tokens)
     return result
+
+
+def parameter_bytes(model: Any) -> int:
+    """Bytes of a loaded model's parameters, as vLLM holds them (for ``llm.apply_model``; a module-level
+    function so it pickles by reference into vLLM's worker process)."""
+    return int(sum(p.numel() * p.element_size() for p in model.parameters()))
