@@ -62,7 +62,7 @@ def exit_code_for(exc: QuantkitError) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``quantkit`` script; returns the exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # click returns a command's typer.Exit code here
     except QuantkitError as exc:
         if _state["debug"]:
             raise
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"error: unexpected {type(exc).__name__}: {exc}\nTo resolve: re-run with --debug for the "
                    "traceback and report it.", err=True)
         return 1
-    return 0
+    return int(rc or 0)
 
 
 def run() -> None:

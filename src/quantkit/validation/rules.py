@@ -1,0 +1,191 @@
+"""The validator's rule table: what each check looks at, why vLLM cares, and how to fix a failure.
+
+Rules are data. Each entry has a stable ``id`` (findings, the CLI's ``--json`` output and docs use it), its
+number in the issue that introduced the validator, the upstream report that motivated it and the usual fix.
+The check that implements a rule lives in ``quantkit/validation/checks/`` and registers under the same id;
+a test proves every rule has exactly one check and every check a rule. The rule list in
+``docs/validation.md`` is :func:`markdown` verbatim (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validation rule.
+
+    ``severity`` is the usual severity of its findings; a check may lower it to a warning for a milder
+    variant (a pattern that matches nothing, a fallback kernel rather than a refusal) and says so in the
+    message.
+    """
+
+    id: str
+    number: int
+    title: str
+    what: str
+    why: str
+    upstream: tuple[str, ...]
+    fix: str
+    severity: Severity = "error"
+
+
+RULES: dict[str, Rule] = {r.id: r for r in [
+    Rule("quant-method-known", 1, "vLLM knows the quantization method",
+         "`quant_method` of the quantization config is a method vLLM registers (compressed-tensors, modelopt, "
+         "modelopt_fp4, awq, gptq, fp8, ...); deprecated methods are a warning.",
+         "vLLM raises `Unknown quantization method` before loading a single weight.",
+         ("vllm/model_executor/layers/quantization/__init__.py (QuantizationMethods)",),
+         "Re-export with llm-compressor (compressed-tensors) or ModelOpt, or correct the `quant_method` string."),
+    Rule("modelopt-algo-loadable", 2, "ModelOpt quant_algo is one vLLM loads",
+         "A ModelOpt checkpoint's `quant_algo` is one of vLLM's ModelOpt algorithms (FP8, "
+         "FP8_PER_CHANNEL_PER_TOKEN, FP8_PB_WO, NVFP4, W4A16_NVFP4, MXFP8, MIXED_PRECISION).",
+         "INT4_AWQ (W4A16_AWQ), W4A8_AWQ, INT8 SmoothQuant (W8A8_SQ_PER_CHANNEL) and NVFP4_AWQ exports are "
+         "rejected by vLLM's ModelOpt loader: `ModelOpt currently only supports: [...]`.",
+         ("vllm#46929", "vllm#45333"),
+         "Produce that scheme with llm-compressor instead (compressed-tensors W4A16 / W8A8), or use a ModelOpt "
+         "config vLLM loads (FP8_DEFAULT_CFG, FP8_PER_CHANNEL_PER_TOKEN_CFG, NVFP4_DEFAULT_CFG, W4A16_NVFP4_CFG)."),
+    Rule("nvfp4-sidecar-fields", 3, "NVFP4 hf_quant_config.json is complete",
+         "An NVFP4 `hf_quant_config.json` has `group_size`, `kv_cache_quant_algo` and `exclude_modules` "
+         "(null values are fine, missing keys are not).",
+         "vLLM's ModelOptNvFp4Config raises `NVFP4 quantization requires the following fields in "
+         "hf_quant_config.json` when it reads the sidecar.",
+         ("vllm/model_executor/layers/quantization/modelopt.py (ModelOptNvFp4Config._from_config)",),
+         "Add the missing keys to `hf_quant_config.json` (`\"kv_cache_quant_algo\": null` when there is no KV "
+         "quantization), or re-export with a current ModelOpt."),
+    Rule("quant-config-source", 4, "Exactly one quantization config",
+         "The checkpoint declares its quantization in exactly one place vLLM reads (config.json "
+         "`quantization_config`, or an `hf_quant_config.json` sidecar), and where it has both they agree.",
+         "With none, vLLM loads packed/FP8 weights as if they were 16-bit (a crash or garbage); with two that "
+         "disagree, vLLM (config.json first) and other runtimes (the sidecar) serve different models.",
+         ("vllm/transformers_utils/config.py (quantization_config, then hf_quant_config.json)",),
+         "Keep one source: write `quantization_config` into config.json (or make the sidecar match it)."),
+    Rule("pattern-valid", 5, "re: patterns compile and match",
+         "Every `re:` ignore/target pattern compiles and matches at least one module with `re.match` "
+         "(anchored at the start of the name); a pattern without a leading `.*` (or an explicit `^`) is "
+         "flagged because it only matches names that start with it.",
+         "compressed-tensors and vLLM use `re.match`: `re:mlp.gate$` never matches "
+         "`model.layers.0.mlp.gate`, so the layer meant to stay 16-bit is quantized.",
+         ("compressed_tensors/utils/match.py", "vllm#40252"),
+         "Start patterns with `.*` (e.g. `re:.*mlp\\.gate$`) or anchor them with `^` on purpose; fix or "
+         "remove patterns that match nothing."),
+    Rule("ignore-names-exist", 6, "Ignore entries name real modules",
+         "Every plain ignore/exclude entry names a module of this checkpoint after vLLM's name mapping "
+         "(fused names such as `qkv_proj`, multimodal prefixes such as `language_model.model.`).",
+         "An entry written for another naming (split `linear_attn.in_proj_a` vs the fused on-disk "
+         "`in_proj_ba`) ignores nothing, and vLLM silently serves garbage from the layer it meant to skip.",
+         ("vllm#40252",),
+         "Use the module names the checkpoint stores (`quantkit plan` prints them), or a `re:` pattern."),
+    Rule("fused-shards-consistent", 7, "Fused shards agree",
+         "Shards vLLM fuses into one layer (q/k/v -> qkv_proj, gate/up -> gate_up_proj, in_proj_qkv/z, "
+         "in_proj_b/a, the experts of one MoE layer) are all ignored or none, share one scheme and are "
+         "stored in the same format.",
+         "vLLM raises `Found different quantization schemes for the shards`, or picks the first shard's "
+         "scheme for all of them and dequantizes the others wrongly.",
+         ("vllm#47473",),
+         "Ignore all shards of a fused layer or none, and put them in the same config group."),
+    Rule("scheme-resolves", 8, "Every config group is a scheme vLLM implements",
+         "Each compressed-tensors config group (weights, input/output activations, format) maps to a vLLM "
+         "scheme class; the KV-cache scheme is one vLLM supports.",
+         "vLLM raises `No compressed-tensors compatible scheme was found` (or a pydantic error) at load.",
+         ("vllm/model_executor/layers/quantization/compressed_tensors/compressed_tensors.py",),
+         "Use a preset scheme (FP8_DYNAMIC, W4A16, W8A8, NVFP4, NVFP4A16, FP8_BLOCK, ...) for the group."),
+    Rule("hardware-capability", 9, "The target GPU runs the scheme",
+         "With `--hardware`, the target's compute capability meets the method's and the scheme's minimum "
+         "(FP8 W8A8 needs SM 8.9; NVFP4 W4A4 runs natively from SM 10.0 and falls back to Marlin weight-only "
+         "below); a fallback kernel is a warning that names it.",
+         "vLLM raises `Minimum capability: N. Current capability: M`, or silently takes a slower path.",
+         ("vllm/model_executor/layers/quantization/base_config.py (get_min_capability)",),
+         "Pick a scheme the target runs (`quantkit hardware` lists them) or another `--hardware`."),
+    Rule("marlin-eligible", 10, "W4A16 runs on Marlin",
+         "A 4/8-bit integer weight-only layer fits vLLM's Marlin kernel on the target: group size in "
+         "{-1, 32, 64, 128}, symmetric for GPTQ, in_features % 128 and out_features % 64 per tensor-parallel "
+         "shard, group dividing the shard's in_features.",
+         "Otherwise vLLM uses a slower kernel (Exllama needs fp16 activations, Triton W4A16 is slower), or "
+         "pads the Marlin tiles (newer vLLM), costing memory and speed.",
+         ("vllm/model_executor/layers/quantization/utils/marlin_utils.py",),
+         "Use group size 128 (or 64/32 where 128 does not divide the layer) and symmetric weights."),
+    Rule("group-size-divides", 11, "Group size divides every input dimension",
+         "The group size of each quantized layer divides its in_features, and, with "
+         "`--tensor-parallel-size`, the in_features of each shard of a row-parallel layer (o_proj, "
+         "down_proj, ...).",
+         "vLLM refuses to load (`input_size_per_partition ... not divisible by group_size`) or the scales do "
+         "not line up with the weights.",
+         ("vllm/model_executor/layers/quantization/utils/marlin_utils.py (verify_group_size_divides_partition)",),
+         "Choose a group size that divides every quantized layer's input (quantkit plan picks one), or a "
+         "smaller tensor-parallel size."),
+    Rule("keep-16bit", 12, "Sensitive layers are not quantized",
+         "lm_head, MoE routers (`mlp.gate`, `router`, `shared_expert_gate`), linear-attention `conv1d` / "
+         "`in_proj_a` / `in_proj_b`, Mamba `mixer.conv1d`, vision towers and `mtp.*` are stored 16-bit "
+         "(patterns from quantkit's ignore rules; other linear-attention/Mamba projections are a warning).",
+         "vLLM builds these layers unquantized (or quantizing them ruins routing and recurrences): the load "
+         "fails or the output is garbage.",
+         ("llm-compressor#2163", "llm-compressor#2714", "vllm#40252"),
+         "Add the layers to the ignore list (quantkit's `build_ignore` emits the right patterns) and "
+         "re-quantize."),
+    Rule("nvfp4-global-scales", 13, "NVFP4 fused shards share a global scale",
+         "In NVFP4 checkpoints, q/k/v (and gate/up, and each expert's w1/w3) carry equal global scales "
+         "(`weight_global_scale` / `weight_scale_2`). The only rule that reads tensor data: 4 bytes per scale.",
+         "vLLM fuses these shards with one global scale; shards quantized against another scale "
+         "dequantize wrong.",
+         ("vllm#54974", "vllm#39764"),
+         "Re-export with a producer that unifies fused global scales (llm-compressor >= 0.9, ModelOpt "
+         ">= 0.39 do), or requantize the shards with the shared (max) global scale."),
+    Rule("scale-tensors", 14, "Quantized weights have plausible scales",
+         "Every quantized weight has the scale tensors its format needs with plausible shapes and dtypes, "
+         "and no producer-internal tensor leaked (`*_amax`, `*_double_scale`, `*_quantizer.*`).",
+         "vLLM raises KeyError on unexpected tensors, or loads scales of the wrong shape into the kernels.",
+         ("vllm#38980",),
+         "Re-export the checkpoint with the producer's export function (compressed save / "
+         "`export_hf_checkpoint`), not a raw state_dict."),
+    Rule("kv-cache-scales", 15, "A KV-cache scheme has its scales",
+         "A declared KV-cache scheme (compressed-tensors `kv_cache_scheme`, ModelOpt `kv_cache_quant_algo`) "
+         "has `k_scale` and `v_scale` for every attention layer; on an MLA model it is a warning about "
+         "multi-turn corruption with FP8 KV.",
+         "Missing scales default to 1.0, which clips or wastes the FP8 range; FP8 KV on MLA corrupts "
+         "multi-turn output.",
+         ("vllm#54623", "vllm#38652"),
+         "Re-calibrate with the KV scheme so every attention layer gets scales, or drop the KV scheme; on "
+         "MLA models serve with a 16-bit KV cache."),
+    Rule("index-consistent", 16, "Safetensors index matches the shards",
+         "Every shard the index lists exists, every tensor it lists is in that shard's header, no tensor is "
+         "stored twice, and every tensor's byte range has the size its dtype and shape imply and fits in "
+         "the file.",
+         "vLLM fails mid-load on a missing shard or tensor, or reads garbage from a truncated file.",
+         ("safetensors format", "vllm/model_executor/model_loader/weight_utils.py"),
+         "Re-download the missing or truncated shards, or re-export the checkpoint."),
+    Rule("tied-embeddings-modelopt", 17, "ModelOpt + tied embeddings on old vLLM",
+         "A ModelOpt checkpoint of a model with `tie_word_embeddings: true` is an error for vLLM versions up "
+         "to 0.24 (the installed vLLM, `--vllm-version`, or the newest known).",
+         "vLLM <= 0.24 raises NotImplementedError in `tie_weights` (reproduced on an H100 with vLLM 0.24.0).",
+         ("vllm#45543", "vllm PR #45544"),
+         "Write `lm_head.weight` explicitly (a copy of the embedding) and set `tie_word_embeddings: false`, or "
+         "serve with vLLM >= 0.25."),
+    Rule("config-matches-disk", 18, "The config describes the tensors on disk",
+         "Every layer the quantization config quantizes is stored quantized, and every layer it leaves "
+         "16-bit is stored 16-bit.",
+         "vLLM builds each layer from the config: a mismatch either fails with missing/unexpected tensors "
+         "or, worse, loads 16-bit weights into quantized parameters and serves garbage.",
+         ("vllm#40252",),
+         "Make the ignore list / targets describe what was quantized (re-export with the producer)."),
+    Rule("validator-internal", 99, "The validator could not run a rule",
+         "A rule hit input it could not interpret; the checkpoint is not proven loadable.",
+         "The validator never fails silently: an unchecked rule is not a passed rule.",
+         (),
+         "Report it with the checkpoint's config.json and `quantkit validate --json` output."),
+]}
+
+
+def markdown() -> str:
+    """The rule list as Markdown: the generated part of docs/validation.md (a test keeps them equal)."""
+    out = []
+    for r in sorted(RULES.values(), key=lambda r: r.number):
+        refs = ", ".join(r.upstream) if r.upstream else "-"
+        out.append(f"### {r.number}. `{r.id}`: {r.title}\n\n"
+                   f"- **Checks:** {r.what}\n- **Why:** {r.why}\n- **Upstream:** {refs}\n"
+                   f"- **Severity:** {r.severity}\n- **Fix:** {r.fix}\n")
+    return "\n".join(out)
