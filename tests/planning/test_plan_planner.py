@@ -133,6 +133,15 @@ def test_every_rule_names_a_known_scheme_and_is_reachable() -> None:
 
 def test_nvfp4_on_blackwell_prefers_modelopt_when_it_can(arch_dir: Callable[[str], Path],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # ModelOpt quantizes and packs NVFP4 on CPU too (measured with modelopt 0.47), so no GPU is needed here...
+    assert plan(arch_dir("llama3"), "b200").backend == "modelopt"
+    # ...but a ModelOpt config that does need CUDA falls back to llm-compressor where none is visible.
+    from dataclasses import replace
+
+    from quantkit import schemes
+
+    nv = schemes.SCHEMES["nvfp4"]
+    monkeypatch.setitem(schemes.SCHEMES, "nvfp4", replace(nv, modelopt=replace(nv.modelopt, needs_cuda=True)))
     no_gpu = plan(arch_dir("llama3"), "b200")
     assert no_gpu.backend == "llmcompressor"
     assert any("none is visible here" in r for r in no_gpu.reasons)
