@@ -1,45 +1,81 @@
-"""``quantkit quantize``: produce, validate and publish a checkpoint."""
+"""``quantkit quantize``: produce, validate and publish a checkpoint, then say how to serve it."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from quantkit.cli import app
+from quantkit.cli.load import json_errors, load_call, vllm_serve_command, work_output_to_stderr
+from quantkit.errors import QuantkitError
 
 
 @app.command("quantize")
 def quantize_command(
     model: str = typer.Argument("embedded", help="Checkpoint directory, or 'embedded' for SmolLM2-135M."),
-    scheme: str = typer.Option("auto", "--scheme", "-s", help="Scheme (`quantkit schemes`) or 'auto'."),
+    scheme: str = typer.Option("auto", "--scheme", "-s", help="Scheme (`quantkit schemes`) or 'auto' (`quantkit plan`)."),
     hardware: str = typer.Option("h100", "--hardware", "-H", help="Serving target (`quantkit hardware`)."),
     output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Default: ./<model>-<scheme>."),
-    backend: str = typer.Option(None, "--backend", help="llmcompressor or modelopt (default: chosen)."),
-    kv_cache: str = typer.Option(None, "--kv-cache", help="'fp8' for a calibrated FP8 KV cache."),
-    calibration: Path = typer.Option(None, "--calibration", help=".txt or .jsonl calibration text."),
+    backend: str = typer.Option(None, "--backend", help="llmcompressor or modelopt (default: chosen per scheme)."),
+    kv_cache: str = typer.Option(None, "--kv-cache", help="'fp8' for an FP8 KV cache with calibrated scales."),
+    calibration: Path = typer.Option(None, "--calibration", help=".txt or .jsonl ({\"text\": ...}) calibration text; "
+                                                                 "default: the shipped Macbeth/Julius Caesar."),
     num_samples: int = typer.Option(64, "--num-samples", min=1, help="Calibration samples."),
     seq_len: int = typer.Option(512, "--seq-len", min=8, help="Tokens per calibration sample."),
-    group_size: int = typer.Option(None, "--group-size", help="Force a 4-bit group size."),
+    group_size: int = typer.Option(None, "--group-size", min=1, help="Force a 4-bit group size."),
+    ignore: list[str] = typer.Option(None, "--ignore", help="Extra module name or 're:' pattern to keep 16-bit; "
+                                                            "repeatable (lm_head, MoE routers... are added anyway)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     not_for_vllm: bool = typer.Option(False, "--not-for-vllm", help="Allow exports vLLM cannot load."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
 ) -> None:
-    """Quantize MODEL for HARDWARE, validate the checkpoint, and publish it atomically."""
+    """Quantize MODEL for HARDWARE, validate the checkpoint, and publish it atomically.
+
+    Exit codes: 0 written and valid; 1 the producer failed or the checkpoint failed validation (kept at
+    <output-dir>.rejected); 2 bad input (unknown scheme or hardware, missing model, existing output dir,
+    a scheme the target or this machine cannot do).
+    """
     from quantkit.pipeline import quantize
 
-    res = quantize(model, scheme, hardware=hardware, output_dir=output_dir, backend=backend, kv_cache=kv_cache,
-                   calibration=calibration, num_calibration_samples=num_samples, max_seq_length=seq_len,
-                   group_size=group_size, overwrite=overwrite, for_vllm=not not_for_vllm)
+    with json_errors(as_json), work_output_to_stderr():
+        res = quantize(model, scheme, hardware=hardware, output_dir=output_dir, backend=backend, kv_cache=kv_cache,
+                       calibration=calibration, num_calibration_samples=num_samples, max_seq_length=seq_len,
+                       group_size=group_size, ignore=tuple(ignore or ()), overwrite=overwrite,
+                       for_vllm=not not_for_vllm)
+    data: dict[str, Any] = {"ok": True, **res.to_dict(), **_serve_hint(res.output_dir, res.hardware, not_for_vllm)}
     if as_json:
-        typer.echo(json.dumps(res.to_dict(), default=str))
+        typer.echo(json.dumps(data, default=str))
         return
     ratio = f", {res.compression_ratio:.2f}x smaller" if res.compression_ratio else ""
     typer.echo(f"wrote {res.output_dir} ({res.scheme} via {res.backend}, {res.quantized_bytes / 1e6:.1f} MB{ratio}) "
                f"in {res.timings['total_s']:.1f} s")
+    if res.group_size:
+        typer.echo(f"  group size {res.group_size}; kept 16-bit: {', '.join(res.ignore)}")
+    else:
+        typer.echo(f"  kept 16-bit: {', '.join(res.ignore)}")
     for n in res.notes:
         typer.echo(f"  note: {n}")
+    warnings = [f for f in res.findings if f.get("severity") != "error"]
+    typer.echo(f"  validated for {res.hardware}: OK" + (f" with {len(warnings)} warning(s)" if warnings else ""))
     for f in res.findings:
-        typer.echo(f"  {f['severity']} {f['rule']}: {f['message']}")
-    typer.echo(f"serve it: vllm serve {res.output_dir}" + (" --kv-cache-dtype fp8" if res.kv_cache == "fp8" else ""))
+        typer.echo(f"    {f['severity']} [{f['rule']}] {f['message']}")
+    if data.get("serve_command"):
+        typer.echo(f"serve it on {res.hardware}:\n  {data['serve_command']}\n  {data['load_python']}")
+    elif data.get("serve_note"):
+        typer.echo(f"serve it: {data['serve_note']}")
+
+
+def _serve_hint(path: Path, hardware: str, not_for_vllm: bool) -> dict[str, str]:
+    """The `vllm serve` command and `load()` call for the target, or why there is none."""
+    if not_for_vllm:
+        return {"serve_note": "built with --not-for-vllm: a checkpoint for another runtime"}
+    from quantkit.serve.engine import serve_plan
+
+    try:
+        plan = serve_plan(path, hardware)
+    except QuantkitError as exc:  # e.g. an FP8 KV cache on a CPU target without AVX-512
+        return {"serve_note": exc.message}
+    return {"serve_command": vllm_serve_command(path, plan), "load_python": load_call(path, hardware)}

