@@ -3,7 +3,7 @@ generates in the serve environment, and quality is held to a stated bound agains
 
 Bounds (perplexity on 1,024 held-out Hamlet tokens, relative to bf16 served the same way):
 - 8-bit schemes: at most +5 %;
-- 4-bit schemes (int4 g64 GPTQ): at most +40 % (round-to-nearest int4 g64 measured +53 % on this model
+- 4-bit schemes (int4 g64 GPTQ): at most +50 %, i.e. better than round-to-nearest int4 g64 (+53 % on this model
   in shared/notes; W4A8 GPTQ with 32 x 256 calibration measured +36 %, w4a16 GPTQ less).
 The embedded weights were published on a 4-bit grid (GGUF Q4_1), which keeps these losses small; see
 docs/support-matrix.md.
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.serve, pytest.mark.produce]
 EVAL_TOKENS = 1024
 PROMPTS = ["The capital of France is", "To be, or not to be, that is"]
 BOUND_8BIT = 0.05
-BOUND_4BIT = 0.40
+BOUND_4BIT = 0.50
 
 
 @pytest.fixture(scope="module")
