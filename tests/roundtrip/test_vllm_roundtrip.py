@@ -4,7 +4,7 @@ generates in the serve environment, and quality is held to a stated bound agains
 Bounds (perplexity on 1,024 held-out Hamlet tokens, relative to bf16 served the same way):
 - 8-bit schemes: at most +5 %;
 - 4-bit schemes (int4 g64 GPTQ): at most +50 %, i.e. better than round-to-nearest int4 g64 (+53 % on this model
-  in shared/notes; W4A8 GPTQ with 32 x 256 calibration measured +36 %, w4a16 GPTQ less).
+  in shared/notes; W4A8 GPTQ with 32 x 256 calibration measured +36 % in vLLM).
 The embedded weights were published on a 4-bit grid (GGUF Q4_1), which keeps these losses small; see
 docs/support-matrix.md.
 """
