@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shlex
 import sys
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from quantkit.cli import app
-from quantkit.errors import QuantkitError
+from quantkit.errors import EnvironmentNotFoundError, QuantkitError
 
 if TYPE_CHECKING:
     from quantkit.serve.engine import ServePlan
@@ -98,8 +99,6 @@ def vllm_here() -> bool:
 def route_vllm_logs_to_stderr() -> None:
     """vLLM logs to stdout by default; stdout of a quantkit command is for its result (``--json``)."""
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    import logging
-
     if logging.getLogger().getEffectiveLevel() >= logging.WARNING:  # --quiet
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
@@ -124,8 +123,8 @@ def run_probe(path: Path, *, hardware: str | None, prompts: list[str] | None, ma
     py = serve_python()  # EnvironmentNotFoundError (with the fix) when there is no serve environment
     # compare without resolving symlinks: every venv's python links to the same base interpreter
     if os.path.abspath(py) == os.path.abspath(sys.executable):  # pragma: no cover - vLLM vanished under us
-        raise QuantkitError("vLLM cannot be imported in this environment.",
-                            fix="Reinstall the serve environment: scripts/setup_envs.sh serve.")
+        raise EnvironmentNotFoundError("The serve environment's python cannot import vLLM.",
+                                       fix="Recreate it: scripts/setup_envs.sh serve.")
     extra: list[str] = []
     if kv_cache_dtype:
         extra += ["--kv-cache-dtype", kv_cache_dtype]

@@ -16,7 +16,8 @@ from quantkit.errors import QuantkitError
 @app.command("quantize")
 def quantize_command(
     model: str = typer.Argument("embedded", help="Checkpoint directory, or 'embedded' for SmolLM2-135M."),
-    scheme: str = typer.Option("auto", "--scheme", "-s", help="Scheme (`quantkit schemes`) or 'auto' (`quantkit plan`)."),
+    scheme: str = typer.Option("auto", "--scheme", "-s",
+                               help="Scheme (`quantkit schemes`) or 'auto' (`quantkit plan`)."),
     hardware: str = typer.Option("h100", "--hardware", "-H", help="Serving target (`quantkit hardware`)."),
     output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Default: ./<model>-<scheme>."),
     backend: str = typer.Option(None, "--backend", help="llmcompressor or modelopt (default: chosen per scheme)."),

@@ -51,4 +51,5 @@ def generate_command(
         if k.startswith("tokens_per_s"):
             typer.echo(f"  decode {k.removeprefix('tokens_per_s_')}: {v} tok/s")
     if "perplexity" in res:
-        typer.echo(f"  perplexity (Hamlet, {res['perplexity']['tokens']} tokens): {res['perplexity']['perplexity']:.2f}")
+        ppl = res["perplexity"]
+        typer.echo(f"  perplexity (Hamlet, {ppl['tokens']} tokens): {ppl['perplexity']:.2f}")
