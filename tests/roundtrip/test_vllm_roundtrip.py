@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import quantkit
-from quantkit.hardware import cpu_has_avx512
+from quantkit.hardware import cpu_has_avx512, cpu_summary
 from quantkit.report.compare import greedy_agreement, measure
 
 pytestmark = [pytest.mark.serve, pytest.mark.produce]
@@ -31,7 +31,7 @@ BOUND_4BIT = 0.50
 @pytest.fixture(scope="module")
 def original(embedded_path: Path, serve_python: Path) -> dict:
     m = measure(embedded_path, hardware="cpu", eval_tokens=EVAL_TOKENS, speed=False, prompts=PROMPTS, max_tokens=16)
-    assert m["served"], m
+    assert m["served"], f"bf16 on {cpu_summary()}: {m.get('serve_error')}"
     return m
 
 
@@ -58,7 +58,7 @@ def test_vllm_roundtrip_within_quality_bound(scheme: str, expected: str, bound: 
     assert quantkit.validate(res.output_dir, hardware="cpu").ok
     assert res.quantized_bytes < 0.75 * res.original_bytes
     q = measure(res.output_dir, hardware="cpu", eval_tokens=EVAL_TOKENS, speed=False, prompts=PROMPTS, max_tokens=16)
-    assert q["served"], q.get("serve_error")
+    assert q["served"], f"{scheme} on {cpu_summary()}: {q.get('serve_error')}"
     assert q["quant_method"] == "compressed-tensors"
     assert all(g["text"].strip() for g in q["generations"])
     delta = (_ppl(q) - _ppl(original)) / _ppl(original)

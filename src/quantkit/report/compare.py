@@ -41,8 +41,12 @@ def measure(path: str | Path, *, hardware: str | None, eval_tokens: int, speed: 
     from quantkit.serve.remote import probe_remote
 
     try:
-        return {"served": True, **probe_remote(path, hardware=hardware, eval_tokens=eval_tokens, speed=speed,
-                                               perplexity=perplexity, **probe_args)}
+        answer = probe_remote(path, hardware=hardware, eval_tokens=eval_tokens, speed=speed,
+                              perplexity=perplexity, **probe_args)
+        if answer.get("teardown_error"):
+            log.warning("vLLM served %s, then crashed while shutting down: %s", path,
+                        answer["teardown_error"].splitlines()[-1])
+        return {"served": True, **answer}
     except QuantkitError as exc:
         log.warning("vLLM could not serve %s here: %s", path, exc.message)
         out: dict[str, Any] = {"served": False, "serve_error": exc.message}

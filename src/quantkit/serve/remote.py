@@ -11,8 +11,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +55,54 @@ def serve_python() -> Path:
         fix=f"Run `scripts/setup_envs.sh serve`, or set {SERVE_PYTHON_ENV} to a python that has vLLM and quantkit.")
 
 
+#: stderr lines that say why a serve subprocess died (vLLM's engine-core errors, faulthandler, signals).
+_DIAGNOSTIC = re.compile(r"Error|error:|Exception|Fatal Python error|Traceback|File \"|Segmentation|signal|"
+                         r"[Kk]illed|died|terminate called|Selected .*Kernel|Illegal instruction")
+
+
+def failure_summary(stderr: str, returncode: int, *, keep: int = 25) -> str:
+    """What to show of a failed serve subprocess: its last lines, the diagnostic lines before them, how it ended."""
+    lines = stderr.strip().splitlines()
+    how = f"exit code {returncode}"
+    if returncode < 0:
+        try:
+            how = f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"killed by signal {-returncode}"
+    diag = [ln for ln in lines[:-10] if _DIAGNOSTIC.search(ln)][-keep:]
+    # the diagnosis last: a CI log that shows only the end of a message still shows it
+    parts = ["last stderr lines:", *lines[-10:]]
+    if diag:
+        parts += ["diagnostic lines before those:", *diag]
+    parts.append(f"the serve process ended with {how}")
+    return "\n".join(parts)
+
+
+def _keep_log(stderr: str) -> Path | None:
+    """Save a failed run's whole stderr under ``$QUANTKIT_CACHE/logs`` and return its path."""
+    from quantkit.models.embedded import cache_root
+
+    try:
+        d = cache_root() / "logs"
+        d.mkdir(parents=True, exist_ok=True)
+        f = d / f"serve-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        f.write_text(stderr)
+        return f
+    except OSError:
+        return None
+
+
 def run_quantkit(args: list[str], *, python: Path | None = None, timeout: float = 1800) -> dict[str, Any]:
-    """Run ``python -m quantkit ARGS --json`` in the serve environment and return its JSON answer."""
+    """Run ``python -m quantkit ARGS --json`` in the serve environment and return its JSON answer.
+
+    A failed run raises ``ServeError`` with how the process ended (exit code or signal), the diagnostic lines
+    of its stderr (errors, tracebacks, the Python stack faulthandler prints on a crash) and the path of the
+    whole log.
+    """
     py = python or serve_python()
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("PYTHONFAULTHANDLER", "1")  # a native crash in vLLM's engine prints the Python stack
     cmd = [str(py), "-m", "quantkit", "--quiet", *args, "--json"]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
@@ -64,14 +110,32 @@ def run_quantkit(args: list[str], *, python: Path | None = None, timeout: float 
         raise ServeError(f"The serve environment did not answer within {timeout:.0f} s: {' '.join(cmd)}",
                          fix="Run the command by hand to see where it hangs.") from exc
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
+    answer = _parse(lines[-1]) if lines else None
+    if proc.returncode < 0 and answer is not None and answer.get("ok") is True:
+        # The command printed its finished answer, then a native library crashed while the interpreter shut
+        # down (vLLM's engine teardown; seen as "terminate called without an active exception"). The
+        # measurement stands; the crash is reported with it rather than turned into a failure.
+        answer["teardown_error"] = failure_summary(proc.stderr, proc.returncode, keep=5)
+        return answer
+    if proc.returncode != 0 or answer is None:
         err = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        msg = err[-1][len("error: "):] if err else f"exit code {proc.returncode}; last stderr lines:\n{tail}"
+        if err:
+            msg = err[-1][len("error: "):]
+        else:
+            log = _keep_log(proc.stderr)
+            msg = failure_summary(proc.stderr, proc.returncode) + (f"\nwhole log: {log}" if log else "")
         raise ServeError(f"The serve environment failed on `{' '.join(args)}`: {msg}",
                          fix="Run the same command with the serve python and --debug for details: "
                              f"{py} -m quantkit --debug {' '.join(args)}")
-    return json.loads(lines[-1])
+    return answer
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def probe_remote(path: str | Path, *, hardware: str | None = None, perplexity: bool = True, speed: bool = True,
