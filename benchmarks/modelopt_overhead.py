@@ -18,18 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
-import subprocess
-import sys
 import tempfile
-import textwrap
-import time
 
-RAW = textwrap.dedent('''
-    import json, resource, sys, time
-    t0 = time.perf_counter()
+from abtest import alternate, report, side
+
+RAW = side('''
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     import modelopt.torch.quantization as mtq
@@ -55,30 +48,14 @@ RAW = textwrap.dedent('''
     mtq.quantize(model, cfg, loop)
     export_hf_checkpoint(model, export_dir=out)
     tok.save_pretrained(out)
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": ru.ru_utime + ru.ru_stime,
-                      "peak_rss_mb": ru.ru_maxrss / 1024}))
 ''')
 
-QK = textwrap.dedent('''
-    import json, resource, sys, time
-    t0 = time.perf_counter()
+QK = side('''
     import quantkit
     model_path, out, scheme, hardware, n, seqlen = sys.argv[1:7]
     quantkit.quantize(model_path, scheme, backend="modelopt", hardware=hardware, output_dir=out,
                       num_calibration_samples=int(n), max_seq_length=int(seqlen))
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": ru.ru_utime + ru.ru_stime,
-                      "peak_rss_mb": ru.ru_maxrss / 1024}))
 ''')
-
-
-def run(code: str, args: list[str]) -> dict:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
-    if p.returncode:
-        sys.exit(f"benchmark side failed:\n{p.stderr[-3000:]}")
-    return json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("{")][-1])
 
 
 def raw_config(scheme: str, model: str) -> str:
@@ -116,26 +93,14 @@ def main() -> None:
     assert s.modelopt is not None, f"{s.name} has no ModelOpt recipe"
     n = a.samples if s.needs_calibration else 0
     cfg = raw_config(s.name, model)
-    raw, qk = [], []
     with tempfile.TemporaryDirectory() as d:
-        for i in range(a.rounds):
-            order = [("raw", RAW), ("qk", QK)] if i % 2 == 0 else [("qk", QK), ("raw", RAW)]
-            for name, code in order:
-                out = f"{d}/{name}-{i}"
-                if name == "raw":
-                    raw.append(run(code, [model, out, cfg, str(n), str(a.seq_len)]))
-                else:
-                    qk.append(run(code, [model, out, s.name, a.hardware, str(max(n, 1)), str(a.seq_len)]))
-                print(f"round {i + 1} {name}: {(raw if name == 'raw' else qk)[-1]}", flush=True)
-    med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
-    print(f"\nmachine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}, "
-          f"load avg {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}")
-    print(f"scheme {a.scheme} ({s.modelopt.config}), "
-          + (f"{n} x {a.seq_len} calibration tokens" if n else "data-free") + f", {a.rounds} rounds (median)")
-    print(f"{'':12}{'raw ModelOpt':>14}{'quantkit':>12}{'ratio':>8}")
-    for k, label in (("wall_s", "wall s"), ("cpu_s", "CPU s"), ("peak_rss_mb", "peak RSS MB")):
-        r, q = med(raw, k), med(qk, k)
-        print(f"{label:12}{r:14.2f}{q:12.2f}{q / r:8.3f}")
+        raw, qk = alternate(
+            a.rounds,
+            lambda out: (RAW, [model, out, cfg, str(n), str(a.seq_len)]),
+            lambda out: (QK, [model, out, s.name, a.hardware, str(max(n, 1)), str(a.seq_len)]), d)
+    report(f"scheme {a.scheme} ({s.modelopt.config}), "
+           + (f"{n} x {a.seq_len} calibration tokens" if n else "data-free") + f", {a.rounds} rounds (median)",
+           "raw ModelOpt", raw, qk)
 
 
 if __name__ == "__main__":

@@ -12,19 +12,11 @@ load, calibration, quantization, save; quantkit adds its plan, ignore list, vali
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import statistics
-import subprocess
-import sys
 import tempfile
-import textwrap
-import time
 
-RAW = textwrap.dedent('''
-    import json, resource, sys, time
-    t0 = time.perf_counter()
+from abtest import alternate, report, side
+
+RAW = side('''
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from datasets import Dataset
@@ -53,28 +45,14 @@ RAW = textwrap.dedent('''
     oneshot(model=model, tokenizer=tok, recipe=recipe, **kwargs)
     model.save_pretrained(out, save_compressed=True)
     tok.save_pretrained(out)
-    print(json.dumps({"wall_s": time.perf_counter() - t0,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 ''')
 
-QK = textwrap.dedent('''
-    import json, resource, sys, time
-    t0 = time.perf_counter()
+QK = side('''
     import quantkit
     model_path, out, scheme, n, seqlen = sys.argv[1:6]
     quantkit.quantize(model_path, scheme, hardware="h100", output_dir=out, num_calibration_samples=int(n),
                       max_seq_length=int(seqlen))
-    print(json.dumps({"wall_s": time.perf_counter() - t0,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 ''')
-
-
-def run(code: str, args: list[str]) -> dict:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
-    if p.returncode:
-        sys.exit(f"benchmark side failed:\n{p.stderr[-3000:]}")
-    return json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("{")][-1])
 
 
 def main() -> None:
@@ -94,26 +72,14 @@ def main() -> None:
     group = "none"
     if s.llmcompressor.group_candidates:  # the same group quantkit picks for this model (64 for SmolLM2)
         group = str(choose_group_size(s, {"x": 576, "y": 1536}, None)[0])
-    raw, qk = [], []
+    lc = s.llmcompressor
     with tempfile.TemporaryDirectory() as d:
-        for i in range(a.rounds):
-            order = [("raw", RAW), ("qk", QK)] if i % 2 == 0 else [("qk", QK), ("raw", RAW)]
-            for name, code in order:
-                out = f"{d}/{name}-{i}"
-                if name == "raw":
-                    raw.append(run(code, [model, out, s.llmcompressor.preset, s.llmcompressor.algorithm, group,
-                                          str(a.samples), str(a.seq_len)]))
-                else:
-                    qk.append(run(code, [model, out, s.name, str(a.samples), str(a.seq_len)]))
-                print(f"round {i + 1} {name}: {(raw if name == 'raw' else qk)[-1]}", flush=True)
-    med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
-    print(f"\nmachine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}, "
-          f"{time.strftime('%Y-%m-%d')}")
-    print(f"scheme {a.scheme}, {a.samples} x {a.seq_len} calibration tokens, {a.rounds} rounds (median)")
-    print(f"{'':12}{'raw oneshot':>14}{'quantkit':>12}{'ratio':>8}")
-    for k, label in (("wall_s", "wall s"), ("peak_rss_mb", "peak RSS MB")):
-        r, q = med(raw, k), med(qk, k)
-        print(f"{label:12}{r:14.2f}{q:12.2f}{q / r:8.3f}")
+        raw, qk = alternate(
+            a.rounds,
+            lambda out: (RAW, [model, out, lc.preset, lc.algorithm, group, str(a.samples), str(a.seq_len)]),
+            lambda out: (QK, [model, out, s.name, str(a.samples), str(a.seq_len)]), d)
+    report(f"scheme {a.scheme}, {a.samples} x {a.seq_len} calibration tokens, {a.rounds} rounds (median)",
+           "raw oneshot", raw, qk)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     name = "smollm2-135m" if args.model == "embedded" else Path(args.model).name
     res = quantize(args.model, "fp8-dynamic", hardware=args.hardware,
                    output_dir=args.output_dir / f"{name}-fp8-dynamic", overwrite=args.overwrite)
-    print(f"wrote {res.output_dir}: {res.quantized_bytes / 1e6:.1f} MB "
-          f"({res.compression_ratio or 0:.2f}x smaller) in {res.timings['total_s']:.1f} s")
-    print(f"kept 16-bit: {', '.join(res.ignore)}")
+    print(res.summary())  # what was written, size, time, what stayed 16-bit
 
     # quantize() already refused anything with an error finding; validating again is what a CI job does
     # with a checkpoint it did not make (headers only, no GPU, well under a second).

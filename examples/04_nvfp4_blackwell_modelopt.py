@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except QuantkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {res.output_dir}: {res.scheme} via {res.backend}, {res.quantized_bytes / 1e6:.1f} MB "
-          f"({res.compression_ratio or 0:.2f}x smaller) in {res.timings['total_s']:.1f} s")
+    print(res.summary())
     fmt = "hf_quant_config.json (vLLM: modelopt_fp4)" if res.backend == "modelopt" else \
         "config.json quantization_config (vLLM: compressed-tensors)"
     print(f"format: {fmt}")

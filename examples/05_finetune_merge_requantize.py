@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     res = quantize(merged, scheme, hardware=args.hardware, output_dir=args.output_dir / f"{merged.name}-{scheme}",
                    calibration=args.calibration, num_calibration_samples=args.num_samples,
                    max_seq_length=args.seq_len, overwrite=args.overwrite)
-    print(f"wrote {res.output_dir}: {res.scheme} from {merged}, {res.quantized_bytes / 1e6:.1f} MB "
-          f"({res.compression_ratio or 0:.2f}x smaller) in {res.timings['total_s']:.1f} s")
+    print(res.summary())
     report = validate(res.output_dir, hardware=args.hardware)
     print(report.summary())
     print(f"serve it: vllm serve {res.output_dir}")

@@ -52,6 +52,19 @@ class QuantizeResult:
     def compression_ratio(self) -> float | None:
         return self.original_bytes / self.quantized_bytes if self.original_bytes and self.quantized_bytes else None
 
+    def summary(self) -> str:
+        """A few readable lines: what was written, its size and time, what stayed 16-bit, notes, the verdict."""
+        ratio = f", {self.compression_ratio:.2f}x smaller" if self.compression_ratio else ""
+        lines = [f"wrote {self.output_dir} ({self.scheme} via {self.backend}, {self.quantized_bytes / 1e6:.1f} MB"
+                 f"{ratio}) in {self.timings.get('total_s', 0.0):.1f} s"]
+        group = f"group size {self.group_size}; " if self.group_size else ""
+        lines.append(f"  {group}kept 16-bit: {', '.join(self.ignore)}")
+        lines += [f"  note: {n}" for n in self.notes]
+        warnings = [f for f in self.findings if f.get("severity") != "error"]
+        lines.append(f"  validated for {self.hardware}: OK" + (f" with {len(warnings)} warning(s)" if warnings else ""))
+        lines += [f"    {f['severity']} [{f['rule']}] {f['message']}" for f in self.findings]
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["output_dir"] = str(self.output_dir)

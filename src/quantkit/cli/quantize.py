@@ -50,19 +50,7 @@ def quantize_command(
     if as_json:
         typer.echo(json.dumps(data, default=str))
         return
-    ratio = f", {res.compression_ratio:.2f}x smaller" if res.compression_ratio else ""
-    typer.echo(f"wrote {res.output_dir} ({res.scheme} via {res.backend}, {res.quantized_bytes / 1e6:.1f} MB{ratio}) "
-               f"in {res.timings['total_s']:.1f} s")
-    if res.group_size:
-        typer.echo(f"  group size {res.group_size}; kept 16-bit: {', '.join(res.ignore)}")
-    else:
-        typer.echo(f"  kept 16-bit: {', '.join(res.ignore)}")
-    for n in res.notes:
-        typer.echo(f"  note: {n}")
-    warnings = [f for f in res.findings if f.get("severity") != "error"]
-    typer.echo(f"  validated for {res.hardware}: OK" + (f" with {len(warnings)} warning(s)" if warnings else ""))
-    for f in res.findings:
-        typer.echo(f"    {f['severity']} [{f['rule']}] {f['message']}")
+    typer.echo(res.summary())
     if data.get("serve_command"):
         typer.echo(f"serve it on {res.hardware}:\n  {data['serve_command']}\n  {data['load_python']}")
     elif data.get("serve_note"):

