@@ -78,7 +78,8 @@ def main() -> None:
             a.rounds,
             lambda out: (RAW, [model, out, lc.preset, lc.algorithm, group, str(a.samples), str(a.seq_len)]),
             lambda out: (QK, [model, out, s.name, str(a.samples), str(a.seq_len)]), d)
-    report(f"scheme {a.scheme}, {a.samples} x {a.seq_len} calibration tokens, {a.rounds} rounds (median)",
+    data = f"{a.samples} x {a.seq_len} calibration tokens" if s.needs_calibration else "data-free"
+    report(f"scheme {a.scheme} ({lc.preset}, {lc.algorithm}), {data}, {a.rounds} rounds (median)",
            "raw oneshot", raw, qk)
 
 
