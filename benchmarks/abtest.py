@@ -8,6 +8,7 @@ line with wall seconds, CPU seconds (user + system: the steadier figure on a sha
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -29,6 +30,19 @@ _TAIL = ('ru = resource.getrusage(resource.RUSAGE_SELF)\n'
 def side(body: str) -> str:
     """A side's code: ``body`` (dedented) between the timer start and the JSON line of measurements."""
     return _HEAD + textwrap.dedent(body).strip("\n") + "\n" + _TAIL
+
+
+def parse_args(doc: str, default_scheme: str, extra: Callable[[argparse.ArgumentParser], None] | None = None
+               ) -> argparse.Namespace:
+    """The options every overhead benchmark takes (scheme, rounds, calibration budget), plus ``extra``'s."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scheme", default=default_scheme)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=32, help="calibration samples (calibrated schemes)")
+    ap.add_argument("--seq-len", type=int, default=256, help="tokens per calibration sample")
+    if extra:
+        extra(ap)
+    return ap.parse_args()
 
 
 def run(code: str, args: list[str]) -> dict:

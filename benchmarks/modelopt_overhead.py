@@ -16,11 +16,10 @@ and the same calibration windows, so the two sides quantize identically.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 
-from abtest import alternate, report, side
+from abtest import alternate, parse_args, report, side
 
 RAW = side('''
     import torch
@@ -78,13 +77,8 @@ def raw_config(scheme: str, model: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scheme", default="fp8-dynamic")
-    ap.add_argument("--hardware", default="h100", help="serving target passed to quantkit (decides legality only)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--samples", type=int, default=32)
-    ap.add_argument("--seq-len", type=int, default=256)
-    a = ap.parse_args()
+    a = parse_args(__doc__, "fp8-dynamic", lambda ap: ap.add_argument(
+        "--hardware", default="h100", help="serving target passed to quantkit (decides legality only)"))
     from quantkit import get_scheme
     from quantkit.models.embedded import embedded_model_path
 

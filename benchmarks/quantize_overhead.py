@@ -11,10 +11,9 @@ load, calibration, quantization, save; quantkit adds its plan, ignore list, vali
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 
-from abtest import alternate, report, side
+from abtest import alternate, parse_args, report, side
 
 RAW = side('''
     import torch
@@ -56,12 +55,7 @@ QK = side('''
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scheme", default="w8a8-int8")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--samples", type=int, default=32)
-    ap.add_argument("--seq-len", type=int, default=256)
-    a = ap.parse_args()
+    a = parse_args(__doc__, "w8a8-int8")
     from quantkit import get_scheme
     from quantkit.models.embedded import embedded_model_path
     from quantkit.pipeline import choose_group_size
