@@ -58,6 +58,15 @@ def measure(path: str | Path, *, hardware: str | None, eval_tokens: int, speed: 
                 out["perplexity"]["via"] = "transformers"
             except Exception as exc2:  # noqa: BLE001 - reported, not raised: the report still has value
                 out["perplexity_error"] = f"{type(exc2).__name__}: {exc2}"
+        try:
+            from quantkit.eval.generate import greedy_transformers
+            from quantkit.serve.probe import DEFAULT_PROMPTS
+
+            out["generations"] = greedy_transformers(str(path), probe_args.get("prompts") or DEFAULT_PROMPTS,
+                                                     max_tokens=probe_args.get("max_tokens", 32))
+            out["generations_via"] = "transformers"
+        except Exception as exc2:  # noqa: BLE001 - reported, not raised
+            out["generation_error"] = f"{type(exc2).__name__}: {exc2}"
         return out
 
 

@@ -62,7 +62,9 @@ def markdown(data: dict[str, Any]) -> str:
                   (" --kv-cache-dtype fp8" if run['quantized'].get('kv_cache_dtype') == 'fp8' else ""), "```"]
         gens = run["quantized"].get("generations") or []
         if gens:
-            lines += ["", "| prompt | original | quantized |", "|---|---|---|"]
+            via = run["quantized"].get("generations_via")
+            quant_col = f"quantized (via {via})" if via else "quantized"
+            lines += ["", f"| prompt | original | {quant_col} |", "|---|---|---|"]
             for g, og in zip(gens[:4], data["original"].get("generations") or []):
                 clean = lambda s: s.replace("|", "\\|").replace("\n", " ")[:90]  # noqa: E731
                 lines.append(f"| {clean(g['prompt'])} | {clean(og['text'])} | {clean(g['text'])} |")

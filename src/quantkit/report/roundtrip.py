@@ -60,6 +60,8 @@ def compare_checkpoints(original: str | Path, quantized: str | Path, *, hardware
         run["perplexity_delta_pct"] = 100.0 * (pq - po) / po
     if orig.get("generations") and quant.get("generations"):
         run["greedy_agreement"] = greedy_agreement(orig["generations"], quant["generations"])
+        if quant.get("generations_via"):  # the two sides ran in different engines: say so next to the figure
+            run["greedy_agreement"]["quantized_via"] = quant["generations_via"]
     manifest = Path(quantized) / "quantkit.json"
     if manifest.is_file():
         run["manifest"] = json.loads(manifest.read_text())
