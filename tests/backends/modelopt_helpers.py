@@ -41,23 +41,13 @@ def dequantized_model(path: Path, original: Path) -> Any:
 
 def perplexity_of(model: Any, tokenizer_path: Path, max_tokens: int = 1024) -> float:
     """Perplexity over the held-out text, windowed as quantkit.eval.perplexity does."""
-    import math
-
-    import torch
     from transformers import AutoTokenizer
 
-    from quantkit.eval.perplexity import eval_token_ids, windows
+    from quantkit.eval.perplexity import perplexity_of_model
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_path)
-    nll, n = 0.0, 0
     model.eval()
-    with torch.inference_mode():
-        for w in windows(eval_token_ids(tok), max_tokens=max_tokens):
-            ids = torch.tensor([w])
-            logp = torch.log_softmax(model(ids).logits.float()[0, :-1], dim=-1)
-            nll -= logp.gather(1, ids[0, 1:, None]).sum().item()
-            n += len(w) - 1
-    return math.exp(nll / n)
+    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    return perplexity_of_model(model, tok, max_tokens=max_tokens)["perplexity"]
 
 
 E2M1 = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)

