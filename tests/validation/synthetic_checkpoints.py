@@ -127,6 +127,15 @@ def qwen3_moe(layers: int = 2, experts: int = 8) -> tuple[dict[str, Any], Tensor
     return cfg, t
 
 
+def _gated_deltanet_rest(t: Tensors, la: str, hidden: int, nk: int, dk: int, nv: int, dv: int) -> None:
+    """The Gated DeltaNet tensors after the input projections, the same in every Qwen3-Next/3.5 layout."""
+    t[f"{la}.conv1d.weight"] = ("BF16", (2 * nk * dk + nv * dv, 1, 4))
+    t[f"{la}.A_log"] = ("F32", (nv,))
+    t[f"{la}.dt_bias"] = ("BF16", (nv,))
+    _norm(t, f"{la}.norm", dv)
+    _lin(t, f"{la}.out_proj", hidden, nv * dv)
+
+
 def qwen3_next(layers: int = 4, experts: int = 4) -> tuple[dict[str, Any], Tensors]:
     """Qwen3-Next-80B-A3B: Gated DeltaNet blocks store fused in_proj_qkvz / in_proj_ba; full attention every 4th."""
     hidden, nk, dk, nv, dv = 2048, 16, 128, 32, 128
@@ -146,11 +155,7 @@ def qwen3_next(layers: int = 4, experts: int = 4) -> tuple[dict[str, Any], Tenso
             la = f"{p}.linear_attn"
             _lin(t, f"{la}.in_proj_qkvz", 2 * nk * dk + 2 * nv * dv, hidden)
             _lin(t, f"{la}.in_proj_ba", 2 * nv, hidden)
-            t[f"{la}.conv1d.weight"] = ("BF16", (2 * nk * dk + nv * dv, 1, 4))
-            t[f"{la}.A_log"] = ("F32", (nv,))
-            t[f"{la}.dt_bias"] = ("BF16", (nv,))
-            _norm(t, f"{la}.norm", dv)
-            _lin(t, f"{la}.out_proj", hidden, nv * dv)
+            _gated_deltanet_rest(t, la, hidden, nk, dk, nv, dv)
         _lin(t, f"{p}.mlp.gate", experts, hidden)
         for e in range(experts):
             _mlp(t, f"{p}.mlp.experts.{e}", hidden, 512)
@@ -186,11 +191,7 @@ def qwen35_hybrid(layers: int = 4) -> tuple[dict[str, Any], Tensors]:
             _lin(t, f"{la}.in_proj_z", nv * dv, hidden)
             _lin(t, f"{la}.in_proj_b", nv, hidden)
             _lin(t, f"{la}.in_proj_a", nv, hidden)
-            t[f"{la}.conv1d.weight"] = ("BF16", (2 * nk * dk + nv * dv, 1, 4))
-            t[f"{la}.A_log"] = ("F32", (nv,))
-            t[f"{la}.dt_bias"] = ("BF16", (nv,))
-            _norm(t, f"{la}.norm", dv)
-            _lin(t, f"{la}.out_proj", hidden, nv * dv)
+            _gated_deltanet_rest(t, la, hidden, nk, dk, nv, dv)
         _mlp(t, f"{p}.mlp", hidden, 6144)
         _norm(t, f"{p}.post_attention_layernorm", hidden)
     _norm(t, "model.language_model.norm", hidden)
