@@ -65,3 +65,19 @@ def test_bad_input_exits_2(argv: list[str], expected: str, tmp_path: Path) -> No
 def test_missing_model_exits_2(tmp_path: Path) -> None:
     rc, _, err = run_cli("quantize", tmp_path, "-s", "fp8-dynamic", "-o", tmp_path / "out")
     assert rc == 2 and "no config.json" in err
+
+
+def test_every_published_file_has_the_modes_of_the_umask(cli_fp8) -> None:
+    """safetensors writes its files 0o600; a vLLM server under another uid must read what quantkit publishes."""
+    import os
+    import stat
+
+    from quantkit.checkpoint.atomic import current_umask
+
+    _, data, _ = cli_fp8
+    out = Path(data["output_dir"])
+    mask = current_umask()
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert "model.safetensors" in modes
+    assert modes == {name: (0o777 if (out / name).is_dir() else 0o666) & ~mask for name in modes}
+    assert os.access(out / "model.safetensors", os.R_OK)

@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+from quantkit.checkpoint.atomic import apply_umask
 from quantkit.errors import MissingDependencyError
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ def embedded_model_path(*, rebuild: bool = False) -> Path:
     out = cache_root() / "models" / EMBEDDED_MODEL_NAME
     stamp = out / ".quantkit-embedded"
     if not rebuild and stamp.is_file() and stamp.read_text().strip() == _FORMAT_VERSION:
+        try:
+            apply_umask(out)  # caches built before quantkit fixed modes hold a 0o600 model.safetensors
+        except OSError as exc:  # a cache shared read-only, or owned by another user: use it as it is
+            log.debug("cannot fix the modes of %s: %s", out, exc)
         return out
     if importlib.util.find_spec("gguf") is None:
         raise MissingDependencyError("Reading the embedded model's GGUF file needs the `gguf` package.",
@@ -89,6 +94,7 @@ def embedded_model_path(*, rebuild: bool = False) -> Path:
         "note": "GGUF Q4_1/Q8_0 weights dequantized to bf16 by quantkit",
     }, indent=2))
     (tmp / stamp.name).write_text(_FORMAT_VERSION)
+    apply_umask(tmp)  # safetensors writes 0o600; a vLLM server under another uid must read the cache too
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
