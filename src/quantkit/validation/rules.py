@@ -172,6 +172,16 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "or, worse, loads 16-bit weights into quantized parameters and serves garbage.",
          ("vllm#40252",),
          "Make the ignore list / targets describe what was quantized (re-export with the producer)."),
+    Rule("published-complete", 19, "A published checkpoint, not a leftover",
+         "The directory is not a quantkit staging directory (`.NAME.quantkit-tmp-PID-...`, left behind when a "
+         "run is killed before it publishes), and it holds a tokenizer (and, where quantkit.json says quantkit "
+         "wrote it, everything quantkit publishes). Warnings only: headers alone cannot tell a finished write.",
+         "A staging directory can pass every other rule while its writer was killed mid-save; vLLM needs a "
+         "tokenizer beside the weights unless `--tokenizer` names one.",
+         ("quantkit issue 16 (a SIGKILL left a hidden staging checkpoint that validated OK)",),
+         "Use the published output directory and delete the staging one (the next `quantkit quantize` to the "
+         "same output removes those whose process is dead); copy the tokenizer files from the source model.",
+         severity="warning"),
     Rule("validator-internal", 99, "The validator could not run a rule",
          "A rule hit input it could not interpret; the checkpoint is not proven loadable.",
          "The validator never fails silently: an unchecked rule is not a passed rule.",
