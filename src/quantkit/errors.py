@@ -7,7 +7,27 @@ translated at the boundary with the original kept as ``__cause__``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+
+#: what ``str()`` of a QuantkitError puts around its message: found again when one is formatted into another
+_NESTED_RULE = re.compile(r"\[QK\d{3}\] ")
+_NESTED_FIX = re.compile(r"\s*\nTo resolve: (?P<fix>.*?)(?=\n|$)", re.S)
+
+
+def _unnest(message: str, fix: str | None) -> tuple[str, str | None]:
+    """Keep one rule id and one "To resolve:" when a message embeds another quantkit error's text.
+
+    ``f"Cannot read {path}: {exc}"`` with a QuantkitError ``exc`` would print ``[QK006] ... [QK006] ...
+    To resolve: ... To resolve: ...``; the inner id goes, and the inner fix is kept only when the outer
+    error has none.
+    """
+    inner_fix = None
+    m = _NESTED_FIX.search(message)
+    if m is not None:
+        inner_fix = m["fix"].rstrip(". ") + "."
+        message = _NESTED_FIX.sub("", message)
+    return _NESTED_RULE.sub("", message), fix or inner_fix
 
 
 class QuantkitError(Exception):
@@ -16,8 +36,7 @@ class QuantkitError(Exception):
     default_rule = "QK000"
 
     def __init__(self, message: str, *, fix: str | None = None, rule: str | None = None) -> None:
-        self.message = message
-        self.fix = fix
+        self.message, self.fix = _unnest(message, fix)
         self.rule = rule or self.default_rule
         super().__init__(str(self))
 
@@ -106,3 +125,17 @@ class CalibrationDataError(QuantkitError, ValueError):
     """The calibration data given cannot be used."""
 
     default_rule = "QK011"
+
+
+class PlanOptionError(QuantkitError, ValueError):
+    """An option of ``plan()`` / ``quantize()`` is out of range or contradicts the plan (context length,
+    concurrency, tensor-parallel size, group size)."""
+
+    default_rule = "QK012"
+
+
+class ScriptGuardError(ServeError):
+    """``load()`` ran from a script without an ``if __name__ == "__main__":`` guard, which vLLM's engine
+    process re-imports."""
+
+    default_rule = "QK013"

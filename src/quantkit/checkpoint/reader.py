@@ -137,6 +137,8 @@ def read_safetensors_header(path: Path) -> ShardHeader:
                     f"{path.name} declares a {n}-byte header but the file has {size} bytes: truncated or not "
                     "safetensors.", fix="Re-download or re-export this shard.")
             raw = fh.read(n)
+    except CheckpointReadError:
+        raise  # an OSError subclass: never wrapped in "Cannot read" (one rule id, one fix)
     except OSError as exc:
         raise CheckpointReadError(f"Cannot read {path}: {exc}.", fix="Check the path and permissions.") from exc
     try:
