@@ -43,6 +43,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,13 +56,13 @@ GIB = 2**30
 
 #: Model shapes (LlamaConfig fields). Llama-3-8B: not tied, so ModelOpt exports load in vLLM (vllm#45543).
 SHAPES: dict[str, dict[str, Any]] = {
-    "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                      num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
-                      rms_norm_eps=1e-5, tie_word_embeddings=False),
+    "llama3-8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+                  "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192,
+                  "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": False},
     # the dry run's: every dimension a multiple of 128 (Marlin's tiles), same head layout family
-    "tiny": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=128256, max_position_embeddings=2048, rope_theta=500000.0,
-                 rms_norm_eps=1e-5, tie_word_embeddings=False),
+    "tiny": {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "vocab_size": 128256, "max_position_embeddings": 2048, "rope_theta": 500000.0,
+             "rms_norm_eps": 1e-5, "tie_word_embeddings": False},
 }
 
 
@@ -154,7 +155,7 @@ def qk_predict(model: Path, cfg: RunConfig, kv_cache: str) -> dict[str, Any]:
     for fit in p.memory:
         kernel = ("unquantized (bf16 GEMM)" if fit.scheme == "bf16"
                   else support(quantkit.get_scheme(fit.scheme), hw).kernel)
-        tokens = None if fit.max_concurrency is None else int(round(fit.max_concurrency * cfg.max_model_len))
+        tokens = None if fit.max_concurrency is None else round(fit.max_concurrency * cfg.max_model_len)
         out[fit.scheme] = {"kernel": kernel, "kv_cache_dtype": kv_cache, "kv_tokens": tokens,
                            "weight_gib": round(fit.weight_bytes / GIB, 2), "fits": fit.fits}
     return out
@@ -332,7 +333,8 @@ def compare(row: dict[str, Any]) -> list[str]:
         return flags
     ok = kernel_agrees(pred.get("kernel", ""), meas.get("kernels", []))
     if ok is False:
-        flags.append(f"kernel: plan says {pred.get('kernel')}, vLLM chose {', '.join(linear_kernels(meas['kernels'])[:2])}")
+        chose = ", ".join(linear_kernels(meas["kernels"])[:2])
+        flags.append(f"kernel: plan says {pred.get('kernel')}, vLLM chose {chose}")
     p, m = pred.get("kv_tokens"), meas.get("kv_tokens")
     if p and m and abs(m - p) / m > KV_TOLERANCE:
         flags.append(f"KV capacity: predicted {p:,}, measured {m:,} ({(p - m) / m:+.0%})")
@@ -353,16 +355,21 @@ def _num(v: Any, fmt: str = "{:,.0f}") -> str:
     return "" if v is None else fmt.format(v)
 
 
+def _ratio(meas: dict[str, Any], base: dict[str, Any], key: str) -> str:
+    return f"{meas[key] / base[key]:.2f}" if meas.get(key) and base.get(key) else ""
+
+
 def render_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """The Markdown table: measured (vLLM's log) beside predicted (quantkit plan), flags last."""
     shape = meta.get("shape", "?")
     kind = "dry run: predictions only, nothing measured" if meta.get("dry_run") else "measured"
-    out = [f"GPU check on {meta.get('device', '?')}, {meta.get('date', '?')} ({kind}; {shape} shape, random weights, "
-           f"{meta.get('prompt_len', '?')} in / {meta.get('new_tokens', '?')} out, median of {meta.get('repeats', '?')}; "
-           f"hardware={meta.get('hardware', '?')}, max_model_len {meta.get('max_model_len', '?')}, "
-           f"gpu_memory_utilization {meta.get('gpu_memory_utilization', '?')})", "",
-           "| checkpoint | linear kernel (vLLM log) | predicted kernel | KV dtype | KV tokens | predicted KV tokens "
-           "| load s | tok/s bs1 | x bf16 | tok/s bs64 | x bf16 | quantize s | validator | flags |",
+    title = (f"GPU check on {meta.get('device', '?')}, {meta.get('date', '?')} ({kind}; {shape} shape, random "
+             f"weights, {meta.get('prompt_len', '?')} in / {meta.get('new_tokens', '?')} out, median of "
+             f"{meta.get('repeats', '?')}; hardware={meta.get('hardware', '?')}, max_model_len "
+             f"{meta.get('max_model_len', '?')}, gpu_memory_utilization {meta.get('gpu_memory_utilization', '?')})")
+    header = ("| checkpoint | linear kernel (vLLM log) | predicted kernel | KV dtype | KV tokens | predicted KV tokens "
+              "| load s | tok/s bs1 | x bf16 | tok/s bs64 | x bf16 | quantize s | validator | flags |")
+    out = [title, "", header,
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = next((r.get("measured") or {} for r in rows if r["key"] == "bf16"), {})
     for r in rows:
@@ -377,14 +384,11 @@ def render_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         else:
             status = ", ".join(linear_kernels(meas.get("kernels", []))[:2]) or "-"
         kv = meas.get("kv_cache_dtype") or (f"({pred['kv_cache_dtype']})" if pred.get("kv_cache_dtype") else "")
-
-        def ratio(k: str) -> str:
-            return f"{meas[k] / base[k]:.2f}" if meas.get(k) and base.get(k) else ""
-
         out.append(
             f"| {r['label']} | {status} | {pred.get('kernel', '')} | {kv} | {_num(meas.get('kv_tokens'))} "
             f"| {_num(pred.get('kv_tokens'))} | {_num(meas.get('load_s'), '{:.1f}')} | {_num(meas.get('bs1'))} "
-            f"| {ratio('bs1')} | {_num(meas.get('bs64'))} | {ratio('bs64')} | {_num(prod.get('quantize_s'), '{:.0f}')} "
+            f"| {_ratio(meas, base, 'bs1')} | {_num(meas.get('bs64'))} | {_ratio(meas, base, 'bs64')} "
+            f"| {_num(prod.get('quantize_s'), '{:.0f}')} "
             f"| {prod.get('validator', '')} | {'; '.join(r.get('flags', [])) or ''} |")
     out.append("")
     out.append("Predicted columns: `quantkit plan` (kernel from the scheme table for the hardware; KV tokens = the "
@@ -467,7 +471,7 @@ def run_produce(model: Path, work: Path, row: Row, cfg: RunConfig, a: argparse.N
     out = work / f"ckpt-{row.key}"
     cmd = _child_cmd("quantize", str(model), row.key, str(out), _cfg_json(cfg))
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=_env(a.produce_pythonpath), capture_output=True, text=True)
+    p = subprocess.run(cmd, env=_env(a.produce_pythonpath), capture_output=True, text=True, check=False)
     (work / "logs").mkdir(exist_ok=True)
     (work / "logs" / f"produce-{row.key}.log").write_text(p.stdout + p.stderr)
     if p.returncode or SERVE_RESULT not in p.stdout:
@@ -481,7 +485,7 @@ def run_serve(path: Path, work: Path, row: Row, cfg: RunConfig, a: argparse.Name
     cmd = _child_cmd("serve", str(path), row.kv_cache_dtype or "none", _cfg_json(cfg))
     env = _env(a.serve_pythonpath, {**SERVE_ENV, "VLLM_CACHE_ROOT": str(work / "vllm-cache")})
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     log = p.stdout + p.stderr
     (work / "logs").mkdir(exist_ok=True)
     (work / "logs" / f"serve-{row.key}.log").write_text(log)
@@ -498,7 +502,7 @@ def run_serve(path: Path, work: Path, row: Row, cfg: RunConfig, a: argparse.Name
 def device_name() -> str:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30).stdout.strip()
+                             capture_output=True, text=True, timeout=30, check=False).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         out = ""
     return out.splitlines()[0] if out else "no GPU (CPU)"
@@ -588,7 +592,8 @@ def dry_run(a: argparse.Namespace, cfg: RunConfig) -> int:
         if r in rows:
             path = model if r.scheme is None else work / f"ckpt-{r.key}"
             print(f"PYTHONPATH=src:{a.serve_pythonpath or '$SERVE_PYTHONPATH'} VLLM_USE_FLASHINFER_SAMPLER=0 "
-                  + " ".join(shlex.quote(c) for c in _child_cmd("serve", str(path), r.kv_cache_dtype or "none", _cfg_json(cfg))))
+                  + " ".join(shlex.quote(c) for c in _child_cmd("serve", str(path), r.kv_cache_dtype or "none",
+                                                                 _cfg_json(cfg))))
     print(f"  load() engine arguments: {json.dumps(sp['engine_args'])} (KV {sp['kv_cache_dtype']}: {sp['kv_reason']})")
     print("\n# " + "\n# ".join(estimate_lines(rows, est, a.jobs, a.budget_s)))
     print(f"\n# tiny checkpoint ({tiny}): the plan predicts "
@@ -615,29 +620,43 @@ def real_run(a: argparse.Namespace, cfg: RunConfig) -> int:
     if a.phase in ("all", "produce"):
         if not (model / "config.json").exists():
             p = subprocess.run(_child_cmd("build", str(model), a.shape, device, str(a.tokenizer or "")),
-                               env=_env(a.produce_pythonpath))
+                               env=_env(a.produce_pythonpath), check=False)
             if p.returncode:
                 print("building the checkpoint failed", file=sys.stderr)
                 return 1
         produce_json = work / "produce.json"
         produced = _load_json(produce_json)
         todo = [ROW_BY_KEY[k] for k in PRODUCE_ORDER if ROW_BY_KEY[k] in rows and k not in produced]
-        free = shutil.disk_usage(work).free
-        print(f"disk free in {work}: {free / GIB:.0f} GiB", flush=True)
+        # Disk: the 8B source (16 GB) and five checkpoints (~37 GB) may not fit beside the image. A producer starts
+        # only if the free space, less what running producers will still write, holds its predicted size.
+        size_gib = {k: v.get("weight_gib", 0.0) * 1.05 + 0.5 for k, v in predictions(model, cfg, todo).items()}
+        print(f"disk free in {work}: {shutil.disk_usage(work).free / GIB:.0f} GiB; checkpoints to write: "
+              f"{sum(size_gib.values()):.0f} GiB", flush=True)
+        lock, reserved = threading.Lock(), [0.0]
 
         def job(r: Row) -> tuple[Row, dict[str, Any]]:
             # in one call with serving, keep room to serve bf16 and this checkpoint at least
             reserve = 2 * est["serve"] + est["serve-first"] if a.phase == "all" else 0.0
             if not budget.fits(r.key, reserve):
                 return r, {"skipped": f"budget ({budget.left():.0f} s left, estimate {est[r.key]} s)"}
-            return r, run_produce(model, work, r, cfg, a)
+            need = size_gib[r.key]
+            with lock:
+                free = shutil.disk_usage(work).free / GIB - reserved[0]
+                if free < need + a.disk_margin_gib:
+                    return r, {"skipped": f"disk ({free:.0f} GiB free, {need:.0f} GiB needed)"}
+                reserved[0] += need
+            try:
+                return r, run_produce(model, work, r, cfg, a)
+            finally:
+                with lock:
+                    reserved[0] -= need
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
             for r, res in pool.map(job, todo):
                 produced[r.key] = res
                 produce_json.write_text(json.dumps(produced, indent=2))
-                print(f"produce {r.key}: " + json.dumps({k: v for k, v in res.items() if k not in ("findings", "timings")}),
-                      flush=True)
+                brief = {k: v for k, v in res.items() if k not in ("findings", "timings")}
+                print(f"produce {r.key}: " + json.dumps(brief), flush=True)
         (work / "produce.done").write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
         if a.phase == "produce":
             return 0 if all("error" not in v for v in produced.values()) else 1
@@ -688,7 +707,7 @@ def _versions(a: argparse.Namespace) -> dict[str, str]:
             "    try: out[p] = m.version(p)\n    except m.PackageNotFoundError: pass\nprint(json.dumps(out))")
     out: dict[str, str] = {}
     for side, pp in (("produce", a.produce_pythonpath), ("serve", a.serve_pythonpath)):
-        p = subprocess.run([sys.executable, "-c", code], env=_env(pp), capture_output=True, text=True)
+        p = subprocess.run([sys.executable, "-c", code], env=_env(pp), capture_output=True, text=True, check=False)
         if p.returncode == 0:
             out.update({f"{side}:{k}": v for k, v in json.loads(p.stdout).items()})
     return out
@@ -725,6 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--calib-samples", type=int, default=16)
     ap.add_argument("--calib-seq-len", type=int, default=256)
+    ap.add_argument("--disk-margin-gib", type=float, default=2.0, help="Free disk kept beyond the checkpoints.")
     ap.add_argument("--fast-load", action="store_true", help="vLLM without torch.compile (FULL_DECODE_ONLY graphs).")
     ap.add_argument("--produce-pythonpath", default=os.environ.get("PRODUCE_PYTHONPATH", ""))
     ap.add_argument("--serve-pythonpath", default=os.environ.get("SERVE_PYTHONPATH", ""))
@@ -753,6 +773,8 @@ def _child(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":  # the guard vLLM needs: it spawns workers that re-import this file
+    # the orchestrator plans in-process: this checkout's quantkit, installed or not (the device has a bare python3)
+    sys.path.insert(0, str(REPO / "src"))
     if len(sys.argv) > 1 and sys.argv[1] in ("--_build", "--_quantize", "--_serve"):
         sys.exit(_child(sys.argv[1:]))
     sys.exit(main())
