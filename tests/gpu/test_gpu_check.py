@@ -75,7 +75,7 @@ def test_dry_run_builds_plans_and_writes_the_skeleton(tmp_path: Path) -> None:
     the plan's predictions, the commands, and the table with every row and empty measured columns."""
     out = tmp_path / "out"
     p = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--work", str(tmp_path / "work"), "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, check=False)
     assert p.returncode == 0, p.stderr[-3000:]
     assert (tmp_path / "work" / "tiny" / "tokenizer.json").is_file()
     assert (tmp_path / "work" / "tiny" / "config.json").is_file()
@@ -96,6 +96,7 @@ def test_dry_run_builds_plans_and_writes_the_skeleton(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_gpu_check_bf16_and_fp8(tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, str(SCRIPT), "--work", str(tmp_path), "--out", str(tmp_path / "out"),
-                        "--only", "bf16", "fp8-dynamic", "--repeats", "1"], capture_output=True, text=True)
+                        "--only", "bf16", "fp8-dynamic", "--repeats", "1"], capture_output=True, text=True,
+                       check=False)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "CutlassFP8ScaledMMLinearKernel" in p.stdout
