@@ -75,6 +75,10 @@ class Row:
     scheme: str | None
     backend: str | None
     kv_cache_dtype: str | None  # passed to load(); None lets quantkit decide from the checkpoint
+    # The KV cache the producer calibrates: "auto" (none) for every quantized row, so that the weight format is the
+    # one difference from bf16 (quantize()'s own default now follows the plan, FP8 KV on Hopper); FP8 KV has its
+    # own row.
+    produce_kv: str = "auto"
 
     @property
     def plan_scheme(self) -> str:
@@ -166,7 +170,7 @@ def qk_quantize(model: Path, row: Row, cfg: RunConfig, out: Path) -> dict[str, A
     import quantkit
 
     res = quantkit.quantize(str(model), row.scheme, hardware=cfg.hardware, output_dir=str(out), backend=row.backend,
-                            overwrite=True, num_calibration_samples=cfg.calib_samples,
+                            kv_cache=row.produce_kv, overwrite=True, num_calibration_samples=cfg.calib_samples,
                             max_seq_length=cfg.calib_seq_len)
     report = quantkit.validate(str(out), hardware=cfg.hardware)
     findings = [f.to_dict() if hasattr(f, "to_dict") else str(f) for f in report.findings]
@@ -184,11 +188,17 @@ def qk_serve_plan(path: Path, cfg: RunConfig, kv: str | None) -> dict[str, Any]:
             "quant_method": sp.quant_method}
 
 
-def qk_load(path: Path, cfg: RunConfig, kv: str | None) -> Any:
-    """A ``vllm.LLM`` through quantkit's load path (runs in the fresh serve process)."""
+def qk_load(path: Path, cfg: RunConfig, kv: str | None) -> tuple[Any, float]:
+    """A ``vllm.LLM`` through quantkit's load path, and the seconds it took (runs in the fresh serve process).
+
+    Timed here rather than read from attributes ``load()`` used to set on the engine (its return is becoming the
+    plain ``vllm.LLM``); the KV decision comes from :func:`qk_serve_plan`, which ``load()`` follows.
+    """
     from quantkit import load
 
-    return load(str(path), cfg.hardware, kv_cache_dtype=kv, **cfg.engine_args())
+    t0 = time.perf_counter()
+    llm = load(str(path), cfg.hardware, kv_cache_dtype=kv, **cfg.engine_args())
+    return llm, time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------------------------------------ the checkpoint
@@ -421,9 +431,10 @@ def serve_child(path: Path, cfg: RunConfig, kv: str | None) -> None:
     """In a fresh process: load through quantkit, time decode at batch 1 and 64, print one JSON line."""
     from vllm import SamplingParams
 
-    llm = qk_load(path, cfg, kv)
-    res: dict[str, Any] = {"load_s": round(llm.quantkit_load_s, 1), "kv_cache_dtype": llm.quantkit_plan.kv_cache_dtype,
-                           "kv_reason": llm.quantkit_plan.kv_reason}
+    sp = qk_serve_plan(path, cfg, kv)
+    llm, load_s = qk_load(path, cfg, kv)
+    res: dict[str, Any] = {"load_s": round(load_s, 1), "kv_cache_dtype": sp["kv_cache_dtype"],
+                           "kv_reason": sp["kv_reason"]}
     try:
         cc = llm.llm_engine.vllm_config.cache_config
         res["kv_cache_dtype_engine"] = str(cc.cache_dtype)
@@ -431,14 +442,14 @@ def serve_child(path: Path, cfg: RunConfig, kv: str | None) -> None:
             res["kv_tokens_engine"] = int(cc.num_gpu_blocks) * int(cc.block_size)
     except AttributeError:
         pass
-    sp = SamplingParams(max_tokens=cfg.new_tokens, temperature=0.0, ignore_eos=True, detokenize=False)
+    params = SamplingParams(max_tokens=cfg.new_tokens, temperature=0.0, ignore_eos=True, detokenize=False)
     llm.generate(_prompts(4, cfg.prompt_len), SamplingParams(max_tokens=32, ignore_eos=True, detokenize=False),
                  use_tqdm=False)  # warm-up
     for n in (1, 64):
         rates = []
         for _ in range(cfg.repeats):
             t0 = time.perf_counter()
-            outs = llm.generate(_prompts(n, cfg.prompt_len), sp, use_tqdm=False)
+            outs = llm.generate(_prompts(n, cfg.prompt_len), params, use_tqdm=False)
             rates.append(sum(len(o.outputs[0].token_ids) for o in outs) / (time.perf_counter() - t0))
         res[f"bs{n}"] = round(statistics.median(rates), 1)
     print(SERVE_RESULT + json.dumps(res), flush=True)
