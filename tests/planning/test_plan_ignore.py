@@ -110,6 +110,15 @@ def test_in_memory_names_keep_working() -> None:
      "mamba-mixer"),
     (["model.visual.blocks.0.attn.qkv", "model.language_model.layers.0.self_attn.q_proj"], "vision-tower"),
     (["model.layers.0.mlp.router", "model.layers.0.mlp.experts.gate_up_proj"], "moe-router-named"),
+    # on-disk names of the MoE families transformers ships (their modeling files), each a router vLLM builds with
+    # quant_config=None (the rule's `vllm` field names the file and class)
+    (["model.layers.0.block_sparse_moe.router.layer", "model.layers.0.shared_mlp.input_linear"], "moe-router-layer"),
+    (["transformer.blocks.0.ffn.router.layer", "transformer.blocks.0.norm_attn_norm.attn.Wqkv"], "moe-router-layer"),
+    (["model.layers.1.feed_forward.router", "model.layers.1.feed_forward.experts.0.gate_proj"], "moe-router-named"),
+    (["model.layers.0.mlp.gate.wg", "model.layers.0.mlp.experts.0.gate_proj"], "moe-router-named"),
+    (["backbone.layers.1.mixer.gate", "backbone.layers.1.mixer.experts.0.up_proj"], "moe-router-mixer"),
+    (["model.layers.0.block_sparse_moe.gate", "model.layers.0.block_sparse_moe.experts.0.w2"], "moe-router-mixtral"),
+    (["model.layers.1.mlp.gate", "model.layers.1.mlp.experts.0.up_proj"], "moe-router"),
 ])
 def test_other_families(names: list[str], rule: str) -> None:
     entries = explain_ignore(names)
@@ -167,3 +176,47 @@ def test_qwen35_split_names_are_covered_consistently() -> None:
     assert ignore == ["lm_head", r"re:.*\.mlp\.gate$", r"re:.*\.shared_expert_gate$", r"re:.*\.linear_attn\..*",
                       VISION, r"re:^(model\.)?mtp\..*"]
     assert check_ignore(ignore, names) == []
+
+
+def test_router_rules_cite_vllm_and_name_their_families() -> None:
+    routers = [r for r in IGNORE_RULES if r.id.startswith(("moe-router", "shared-expert"))]
+    assert len(routers) == 6
+    for r in routers:
+        assert r.vllm.startswith("vllm/model_executor/models/"), r.id
+        assert any(k in r.vllm for k in ("quant_config=None", "torch.nn.Linear", "GateLinear")), r.id
+        assert r.families, r.id
+
+
+@pytest.mark.produce
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen2_moe", "qwen3_moe", "qwen3_next", "deepseek_v3", "olmoe",
+                                        "jamba", "phimoe", "gpt_oss", "llama4_text", "ernie4_5_moe", "minimax",
+                                        "granitemoe", "granitemoeshared", "glm4_moe", "nemotron_h"])
+def test_transformers_moe_routers_are_ignored(model_type: str) -> None:
+    """Tiny real transformers models (meta device): every 2-D router/gate weight is covered by build_ignore.
+
+    transformers 5 renames some on-disk names in memory (Mixtral's block_sparse_moe.gate is mlp.gate, PhiMoE's
+    is mlp.router, Granite's router.layer is router); the table covers both namings.
+    """
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    kw = dict(hidden_size=32, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+              vocab_size=64)
+    if model_type == "deepseek_v3":
+        kw.update(n_routed_experts=4, num_experts_per_tok=2, first_k_dense_replace=0, n_group=1, topk_group=1,
+                  q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8)
+    cfg = transformers.AutoConfig.for_model(model_type, **kw)
+    for key in ("num_local_experts", "num_experts", "moe_num_experts", "n_routed_experts"):
+        if isinstance(getattr(cfg, key, None), int) and getattr(cfg, key) > 4:
+            setattr(cfg, key, 4)
+    for key in ("moe_intermediate_size", "shared_expert_intermediate_size", "moe_shared_expert_intermediate_size"):
+        if isinstance(getattr(cfg, key, None), int) and getattr(cfg, key) > 16:
+            setattr(cfg, key, 16)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    names = checkpoint_module_names(shapes)
+    routers = [n for n in names if re.search(r"\.(gate|router|router\.layer|gate\.wg|shared_expert_gate)$", n)]
+    assert routers, sorted(names)[:20]
+    ignore = build_ignore(names)
+    regexes = [re.compile(e[3:]) for e in ignore if e.startswith("re:")]
+    assert all(any(rx.match(n) for rx in regexes) for n in routers), (routers, ignore)

@@ -27,26 +27,67 @@ from quantkit.planning.architectures import mtp_layer_indices, text_config
 
 @dataclass(frozen=True)
 class IgnoreRule:
-    """One reason to keep layers unquantized: an anchored regex on module names, why, and where it came from."""
+    """One reason to keep layers unquantized: an anchored regex on module names, why, and where it came from.
+
+    ``vllm`` is set when vLLM's model code builds every matching layer with ``quant_config=None`` (it names the
+    file and class): such a layer loads 16-bit whatever the quantization config says, and quantized tensors
+    stored for it are read as 16-bit garbage or rejected. It is empty where vLLM honours the config for the
+    layer and keeping it 16-bit is quantkit's choice. ``families`` are the transformers ``model_type`` values
+    whose on-disk names the pattern was checked against.
+    """
 
     id: str
     pattern: str
     why: str
     upstream: str = ""
+    vllm: str = ""
+    families: tuple[str, ...] = ()
 
 
 LM_HEAD = re.compile(r"^(.*\.)?lm_head$")
 
+#: The one table of layers to keep 16-bit. The router and gate entries (``vllm`` set) were checked against the
+#: transformers modeling file of each family (on-disk names) and the vLLM model file that serves it.
 IGNORE_RULES: tuple[IgnoreRule, ...] = (
     IgnoreRule("lm-head", LM_HEAD.pattern,
                "the output projection is small per token and very sensitive; when embeddings are tied, "
                "quantizing it would quantize the embedding too"),
     IgnoreRule("moe-router", r".*\.mlp\.gate$", "MoE routers pick experts; quantizing them shifts routing",
-               "llm-compressor#2163"),
-    IgnoreRule("moe-router-named", r".*\.(router|gate\.wg)$", "MoE routers (Llama-4, GPT-OSS, Arctic naming)"),
-    IgnoreRule("moe-router-mixtral", r".*\.block_sparse_moe\.gate$", "MoE routers (Mixtral naming)"),
+               "llm-compressor#2163",
+               vllm="vllm/model_executor/models/deepseek_v2.py (DeepseekV2MoE: GateLinear, which passes "
+                    "quant_config=None), qwen3_moe.py (Qwen3MoeSparseMoeBlock), qwen2_moe.py "
+                    "(Qwen2MoeSparseMoeBlock), qwen3_next.py, olmoe.py, glm4_moe.py, ernie45_moe.py: "
+                    "gate = ReplicatedLinear/GateLinear(..., quant_config=None)",
+               families=("qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "deepseek_v2", "deepseek_v3",
+                         "glm4_moe", "olmoe", "ernie4_5_moe", "dots1")),
+    IgnoreRule("moe-router-named", r".*\.(router|gate\.wg)$",
+               "MoE routers (Llama-4 and Jamba feed_forward.router, GPT-OSS mlp.router, HunYuan mlp.gate.wg)",
+               vllm="vllm/model_executor/models/llama4.py (Llama4MoE), jamba.py (JambaMoE): router = "
+                    "ReplicatedLinear(..., quant_config=None); gpt_oss.py (MLPBlock): router = GateLinear",
+               families=("llama4", "llama4_text", "jamba", "gpt_oss", "hunyuan_v1_moe")),
+    IgnoreRule("moe-router-layer", r".*\.router\.layer$",
+               "MoE routers stored one level down (Granite MoE / Granite-4 block_sparse_moe.router.layer, DBRX "
+               "ffn.router.layer)",
+               vllm="vllm/model_executor/models/granitemoe.py (GraniteMoeMoE: gate = ReplicatedLinear(..., "
+                    "quant_config=None); load_weights renames block_sparse_moe.router.layer.weight to "
+                    "block_sparse_moe.gate.weight, and granitemoehybrid.py GraniteMoeHybridModel.load_weights "
+                    "does the same), dbrx.py (DbrxRouter: layer = ReplicatedLinear(..., quant_config=None))",
+               families=("granitemoe", "granitemoeshared", "granitemoehybrid", "dbrx")),
+    IgnoreRule("moe-router-mixtral", r".*\.block_sparse_moe\.gate$",
+               "MoE routers (Mixtral, PhiMoE, MiniMax naming)",
+               vllm="vllm/model_executor/models/mixtral.py (MixtralMoE), phimoe.py (PhiMoE), minimax_m2.py: "
+                    "gate = ReplicatedLinear(..., quant_config=None)",
+               families=("mixtral", "phimoe", "minimax", "minimax_m2")),
+    IgnoreRule("moe-router-mixer", r".*\.mixer\.gate$", "MoE routers of Nemotron-H MoE layers ('E' in the pattern)",
+               vllm="vllm/model_executor/models/nemotron_h.py (NemotronHMoE: gate = ReplicatedLinear(..., "
+                    "params_dtype=torch.float32, quant_config=None))",
+               families=("nemotron_h",)),
     IgnoreRule("shared-expert-gate", r".*\.shared_expert_gate$",
-               "Qwen MoE shared-expert gate: a 1-row linear feeding a sigmoid"),
+               "Qwen MoE shared-expert gate: a 1-row linear feeding a sigmoid",
+               vllm="vllm/model_executor/models/qwen2_moe.py (Qwen2MoeSparseMoeBlock: shared_expert_gate = "
+                    "torch.nn.Linear), qwen3_next.py (Qwen3NextSparseMoeBlock: ReplicatedLinear(..., "
+                    "quant_config=None))",
+               families=("qwen2_moe", "qwen3_next", "qwen3_5_moe")),
     IgnoreRule("linear-attn", r".*\.linear_attn\..*",
                "hybrid (Qwen3-Next/Qwen3.5) Gated-DeltaNet blocks: the recurrence accumulates quantization "
                "error, and vLLM silently produced garbage when these were quantized", "vllm#40252"),
@@ -58,6 +99,20 @@ IGNORE_RULES: tuple[IgnoreRule, ...] = (
                "llm-compressor#2714"),
     IgnoreRule("mtp", r"^(model\.)?mtp\..*", "multi-token-prediction heads used for speculative decoding"),
 )
+
+#: ids of the rules for routers and gates that vLLM builds unquantized (the validator's "router" rules)
+ROUTER_RULES: frozenset[str] = frozenset(r.id for r in IGNORE_RULES if r.vllm)
+
+
+def vllm_unquantized_rule(name: str) -> IgnoreRule | None:
+    """The router/gate rule whose layers vLLM builds with ``quant_config=None``, if ``name`` is one of them."""
+    for rule in _VLLM_UNQUANTIZED:
+        if rule[1].match(name):
+            return rule[0]
+    return None
+
+
+_VLLM_UNQUANTIZED = tuple((r, re.compile(r.pattern)) for r in IGNORE_RULES if r.vllm)
 
 #: vLLM fuses these on-disk shards into one layer (its ``packed_modules_mapping``); vLLM refuses a checkpoint
 #: whose shards of one fused layer differ in precision ("must have the same precision").
