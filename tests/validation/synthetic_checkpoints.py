@@ -244,6 +244,40 @@ def deepseek_v3(layers: int = 2, experts: int = 4) -> tuple[dict[str, Any], Tens
     return cfg, t
 
 
+def deepseek_v3_fp8_release(out: Path, layers: int = 3, experts: int = 4, *, fp8_routers: bool = False) -> Path:
+    """DeepSeek-V3 as deepseek-ai publishes it (``deepseek-ai/DeepSeek-V3``, cut to ``layers`` + 1 MTP layer).
+
+    config.json's ``quantization_config`` is vLLM's ``fp8`` method with 128x128 weight blocks and no
+    ``ignored_layers``; every Linear is ``F8_E4M3`` + ``weight_scale_inv`` (F32, one per 128x128 block) except
+    the routers ``mlp.gate`` (BF16, with an F32 ``e_score_correction_bias``) and the MTP layer's ``eh_proj`` and
+    ``shared_head.head``. The MTP layer is stored as ``model.layers.<num_hidden_layers>`` (num_nextn_predict_layers
+    = 1) with its own embed_tokens, enorm, hnorm and shared head, as in the published index. ``fp8_routers``
+    stores the routers FP8 too (what vLLM cannot load: it builds them unquantized).
+    """
+    cfg, t = deepseek_v3(layers=layers + 1, experts=experts)
+    hidden = cfg["hidden_size"]
+    cfg.update(num_hidden_layers=layers, num_nextn_predict_layers=1, topk_method="noaux_tc",
+               quantization_config={"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                    "weight_block_size": [128, 128]})
+    m = f"model.layers.{layers}"
+    t[f"{m}.embed_tokens.weight"] = ("BF16", (129280, hidden))
+    _norm(t, f"{m}.enorm", hidden)
+    _norm(t, f"{m}.hnorm", hidden)
+    _lin(t, f"{m}.eh_proj", hidden, 2 * hidden)
+    _norm(t, f"{m}.shared_head.norm", hidden)
+    _lin(t, f"{m}.shared_head.head", 129280, hidden)
+    keep = ("eh_proj", "shared_head.head", "lm_head", "embed_tokens") + (() if fp8_routers else ("mlp.gate",))
+    q: Tensors = {}
+    for name, (dtype, shape) in t.items():
+        module = name[: -len(".weight")] if name.endswith(".weight") else None
+        if module is None or len(shape) != 2 or module.endswith(keep):
+            q[name] = (dtype, shape)
+            continue
+        q[name] = ("F8_E4M3", shape)
+        q[f"{module}.weight_scale_inv"] = ("F32", (-(-shape[0] // 128), -(-shape[1] // 128)))
+    return write_checkpoint(out, cfg, q, shards=2)
+
+
 def llama_405b(layers: int = 126) -> tuple[dict[str, Any], Tensors]:
     """Llama-3.1-405B: 126 layers, hidden 16384, FFN 53248, 128 heads / 8 KV heads, vocab 128256."""
     hidden, inter = 16384, 53248

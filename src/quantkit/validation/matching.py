@@ -21,16 +21,27 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import cached_property
 
+from quantkit.planning.ignore import vllm_unquantized_rule
 from quantkit.validation.layout import Layout
 from quantkit.validation.qconfig import Spec
 from quantkit.validation.report import wildcard
+from quantkit.vllm_facts import MODELOPT_MIXED_ALGO
 
 #: class names vLLM gives linear layers; a compressed-tensors target naming a class matches by substring
 LINEAR_CLASSES = ("qkvparallellinear", "mergedcolumnparallellinear", "columnparallellinear",
                   "rowparallellinear", "replicatedlinear", "routedexperts", "fusedmoe")
 _VISION_HARDCODED = ("vision_tower", "vision_model", "vit_large_projector")
-#: layers vLLM always builds without a quant method, whatever the config says (``quant_config=None``)
-ALWAYS_UNQUANTIZED = re.compile(r".*\.(shared_expert_gate|conv1d)$")
+#: layers vLLM always builds without a quant method, whatever the config says (``quant_config=None``): the
+#: Mamba / Gated DeltaNet ``conv1d``, and the MTP layer's ``eh_proj`` (a plain ``nn.Linear`` in
+#: vllm/model_executor/models/deepseek_mtp.py DeepSeekMultiTokenPredictorLayer) here; MoE routers and
+#: shared-expert gates come from quantkit's ignore table (:data:`quantkit.planning.ignore.IGNORE_RULES`, the
+#: entries that cite vLLM's model code)
+ALWAYS_UNQUANTIZED = re.compile(r".*\.(conv1d|eh_proj)$")
+#: heads vLLM builds as ParallelLMHead (not a LinearBase: the ``fp8`` method leaves them 16-bit); the MTP
+#: layer's ``shared_head.head`` is one (deepseek_mtp.py SharedHead)
+_LM_HEADS = re.compile(r"^(.*\.)?(lm_head|shared_head\.head)$")
+#: ``Status.ignored_by`` of a layer vLLM builds unquantized
+VLLM_UNQUANTIZED = "(vLLM builds this layer unquantized)"
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,10 @@ class Status:
     group: str | None = None
     ignored_by: str | None = None
     mixed_shards: bool = False
+    #: for a layer vLLM builds unquantized whatever the config says: the ignore rule id naming it (``conv1d``
+    #: for convolutions) and whether the config on its own would quantize it (other engines may follow it)
+    vllm_unquantized: str | None = None
+    config_quantized: bool | None = None
 
 
 #: regex syntax that can tell "layers.3" from "layers.12" (digits, classes, counted or single-char wildcards)
@@ -253,7 +268,7 @@ class Matcher:
         if hit is not None:
             return Status(False, ignored_by=hit, mixed_shards=mixed)
         layers = self.spec.quantized_layers
-        if self.spec.modelopt_algo == "MIXED_PRECISION" and layers is not None:
+        if self.spec.modelopt_algo == MODELOPT_MIXED_ALGO and layers is not None:
             for n in [layer, *shards]:
                 info = layers.get(n)
                 if isinstance(info, dict):
@@ -314,9 +329,18 @@ class Matcher:
         return st
 
     def _status(self, module: str) -> Status:
+        rule = vllm_unquantized_rule(module)
+        hard = ALWAYS_UNQUANTIZED.match(module)
+        rid = rule.id if rule is not None else (hard.group(1) if hard else None)
+        if rid is None:
+            return self._config_status(module)
+        by_config = self._config_status(module)
+        return Status(False, ignored_by=VLLM_UNQUANTIZED, vllm_unquantized=rid,
+                      config_quantized=by_config.quantized)
+
+    def _config_status(self, module: str) -> Status:
+        """What the quantization config alone says about a module (vLLM's hard-coded layers aside)."""
         style = self.spec.style
-        if ALWAYS_UNQUANTIZED.match(module):
-            return Status(False, ignored_by="(vLLM builds this layer unquantized)")
         layer, shards = self.layer_of(module)
         if style == "ct":
             return self._ct_layer(layer, shards)
@@ -328,8 +352,8 @@ class Matcher:
             hit = next((e for e in self.spec.ignore if e and e in layer), None)
             return Status(hit is None, group=style if hit is None else None, ignored_by=hit)
         if style == "fp8":
-            if module == "lm_head" or module.endswith(".lm_head"):
-                return Status(False, ignored_by="(lm_head is not a LinearBase)")
+            if _LM_HEADS.match(module):
+                return Status(False, ignored_by="(a ParallelLMHead is not a LinearBase)")
             excl = set(self.spec.ignore)
             hit = layer if layer in excl else (shards[0] if all(s in excl for s in shards) else None)
             return Status(hit is None, group="fp8" if hit is None else None, ignored_by=hit,

@@ -75,11 +75,17 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "remove patterns that match nothing."),
     Rule("ignore-names-exist", 6, "Ignore entries name real modules",
          "Every plain ignore/exclude entry names a module of this checkpoint after vLLM's name mapping "
-         "(fused names such as `qkv_proj`, multimodal prefixes such as `language_model.model.`).",
-         "An entry written for another naming (split `linear_attn.in_proj_a` vs the fused on-disk "
-         "`in_proj_ba`) ignores nothing, and vLLM silently serves garbage from the layer it meant to skip.",
-         ("vllm#40252",),
-         "Use the module names the checkpoint stores (`quantkit plan` prints them), or a `re:` pattern."),
+         "(fused names such as `qkv_proj`, multimodal prefixes such as `language_model.model.`). An entry that "
+         "names nothing is a warning (it does nothing in vLLM); an empty ModelOpt entry is an error.",
+         "An entry written for another naming (split `linear_attn.in_proj_a` vs the fused on-disk `in_proj_ba`, "
+         "nvidia's DeepSeek-R1-FP4 excluding `self_attn.q_proj` where R1 has `q_a_proj`/`q_b_proj`) ignores "
+         "nothing: vLLM quantizes what it meant to skip. If that layer is stored 16-bit, config-matches-disk "
+         "reports the error; if stored quantized, keep-16bit does where it matters. An empty ModelOpt entry is a "
+         "substring of every name and excludes every layer.",
+         ("vllm#40252", "vllm/model_executor/layers/quantization/modelopt.py (is_layer_excluded: substring and "
+          "fnmatch matching)"),
+         "Use the module names the checkpoint stores (`quantkit plan` prints them), or a `re:` pattern; drop "
+         "entries for modules the model does not have.", severity="warning"),
     Rule("fused-shards-consistent", 7, "Fused shards agree",
          "Shards vLLM fuses into one layer (q/k/v -> qkv_proj, gate/up -> gate_up_proj, in_proj_qkv/z, "
          "in_proj_b/a, the experts of one MoE layer) are all ignored or none, share one scheme and are "
@@ -119,12 +125,19 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "Choose a group size that divides every quantized layer's input (quantkit plan picks one), or a "
          "smaller tensor-parallel size."),
     Rule("keep-16bit", 12, "Sensitive layers are not quantized",
-         "lm_head, MoE routers (`mlp.gate`, `router`, `shared_expert_gate`), linear-attention `conv1d` / "
-         "`in_proj_a` / `in_proj_b`, Mamba `mixer.conv1d`, vision towers and `mtp.*` are stored 16-bit "
-         "(patterns from quantkit's ignore rules; other linear-attention/Mamba projections are a warning).",
-         "vLLM builds these layers unquantized (or quantizing them ruins routing and recurrences): the load "
-         "fails or the output is garbage.",
-         ("llm-compressor#2163", "llm-compressor#2714", "vllm#40252"),
+         "lm_head, MoE routers and gates (`mlp.gate`, `block_sparse_moe.gate`, `router`, `router.layer`, "
+         "`mixer.gate`, `gate.wg`, `shared_expert_gate`), linear-attention `conv1d` / `in_proj_a` / `in_proj_b`, "
+         "Mamba `mixer.conv1d` and vision towers are stored 16-bit (patterns from quantkit's ignore table; other "
+         "linear-attention/Mamba projections and `mtp.*` heads are a warning).",
+         "vLLM builds routers and gates with `quant_config=None` (deepseek_v2.py DeepseekV2MoE via GateLinear, "
+         "qwen3_moe.py Qwen3MoeSparseMoeBlock, qwen2_moe.py Qwen2MoeSparseMoeBlock, mixtral.py MixtralMoE, "
+         "granitemoe.py GraniteMoeMoE, which loads Granite's `block_sparse_moe.router.layer` as its gate, "
+         "dbrx.py DbrxRouter, jamba.py JambaMoE, llama4.py Llama4MoE, nemotron_h.py NemotronHMoE): quantized "
+         "router bytes are read as 16-bit values or rejected as unexpected tensors. Quantizing a recurrence ruins "
+         "it. MTP heads load with the config (only for speculative decoding), so for them it is a preference.",
+         ("llm-compressor#2163", "llm-compressor#2714", "vllm#40252",
+          "vllm/model_executor/models/granitemoe.py (GraniteMoeMoE, load_weights)",
+          "vllm/model_executor/layers/fused_moe/router/gate_linear.py (GateLinear: quant_config=None)"),
          "Add the layers to the ignore list (quantkit's `build_ignore` emits the right patterns) and "
          "re-quantize."),
     Rule("nvfp4-global-scales", 13, "NVFP4 fused shards share a global scale",
@@ -167,11 +180,19 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "serve with vLLM >= 0.25."),
     Rule("config-matches-disk", 18, "The config describes the tensors on disk",
          "Every layer the quantization config quantizes is stored quantized, and every layer it leaves "
-         "16-bit is stored 16-bit.",
+         "16-bit is stored 16-bit. Layers vLLM builds unquantized whatever the config says (MoE routers and "
+         "gates, `conv1d`, the MTP `eh_proj`) stored 16-bit are no error (a warning where the config alone "
+         "would quantize a router); a mismatch inside an MTP head (`mtp.*`, DeepSeek's "
+         "`model.layers.<num_hidden_layers>`) is a warning.",
          "vLLM builds each layer from the config: a mismatch either fails with missing/unexpected tensors "
-         "or, worse, loads 16-bit weights into quantized parameters and serves garbage.",
-         ("vllm#40252",),
-         "Make the ignore list / targets describe what was quantized (re-export with the producer)."),
+         "or, worse, loads 16-bit weights into quantized parameters and serves garbage. vLLM's main model skips "
+         "MTP weights (deepseek_v2.py DeepseekV2ForCausalLM.load_weights, qwen3_next.py "
+         "Qwen3NextModel.load_weights) and loads them only for MTP speculative decoding; DeepSeek-V3's own FP8 "
+         "release leaves its routers BF16 with no ignore entry and serves fine.",
+         ("vllm#40252", "vllm/model_executor/models/deepseek_v2.py (DeepseekV2MoE, load_weights)",
+          "vllm/model_executor/models/deepseek_mtp.py (DeepSeekMultiTokenPredictorLayer)"),
+         "Make the ignore list / targets describe what was quantized (re-export with the producer); list "
+         "routers in the ignore list so other engines read the config the same way."),
     Rule("published-complete", 19, "A published checkpoint, not a leftover",
          "The directory is not a quantkit staging directory (`.NAME.quantkit-tmp-PID-...`, left behind when a "
          "run is killed before it publishes), and it holds a tokenizer (and, where quantkit.json says quantkit "

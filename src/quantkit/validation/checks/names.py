@@ -6,7 +6,8 @@ import re
 from collections import defaultdict
 from fnmatch import fnmatchcase
 
-from quantkit.planning.ignore import FUSED_MODULES, IGNORE_RULES
+from quantkit.planning.architectures import mtp_layer_indices
+from quantkit.planning.ignore import FUSED_MODULES, IGNORE_RULES, ROUTER_RULES
 from quantkit.validation.checks import check
 from quantkit.validation.context import Context
 from quantkit.validation.matching import compile_pattern, pattern_problem
@@ -16,6 +17,15 @@ from quantkit.validation.report import wildcard
 #: (the rest of a linear-attention / Mamba block is quantkit's preference, reported as a warning)
 _HYBRID_RULES = {"linear-attn": {"conv1d", "in_proj_a", "in_proj_b", "in_proj_ba"},
                  "mamba-mixer": {"conv1d"}}
+#: ignore rules whose layers vLLM loads only for speculative decoding, with the model's quantization config
+#: (qwen3_next_mtp.py Qwen3NextMultiTokenPredictor, deepseek_mtp.py DeepSeekMTP): quantized MTP weights load,
+#: so storing them quantized is quantkit's preference (a warning), not a vLLM failure
+_WARNING_RULES = {"mtp"}
+#: where vLLM skips MTP weights when it loads the main model
+_MTP_SKIPPED = ("vllm/model_executor/models/deepseek_v2.py (DeepseekV2ForCausalLM.load_weights skips "
+                "get_spec_layer_idx_from_weight_name layers) and qwen3_next.py (Qwen3NextModel.load_weights "
+                "skips mtp.*)")
+_MTP_PREFIX = re.compile(r"^(model\.)?(language_model\.)?mtp\.")
 _SHARD_TO_FUSED = {shard: fused for fused, shards in FUSED_MODULES.items() for shard in shards if shard != fused}
 
 
@@ -97,14 +107,16 @@ def ignore_names_exist(ctx: Context) -> None:
             ctx.findings.add("ignore-names-exist",
                              f"{where} has an empty entry: vLLM matches ModelOpt entries as substrings, so it excludes "
                              "every layer and loads the quantized weights into 16-bit layers.",
-                             fix="Remove the empty entry.", problem="empty")
+                             fix="Remove the empty entry.", severity="error", problem="empty")
             continue
         if _exists(ctx, entry, spec.style):
             continue
+        # an entry that names nothing does nothing in vLLM (nvidia's DeepSeek-R1-FP4 excludes self_attn.q_proj, which
+        # R1 does not have): a warning. What it was meant to keep 16-bit, if stored 16-bit, is config-matches-disk's
+        # error; if stored quantized, vLLM serves it quantized as the config says.
+        sev = "warning"
         parent, _, leaf = entry.rpartition(".")
         fused_leaf = _SHARD_TO_FUSED.get(leaf)
-        is_target = where.startswith("config_groups")
-        sev = "warning" if is_target else None
         if fused_leaf and f"{parent}.{fused_leaf}" in lay.modules:
             ctx.findings.add("ignore-names-exist",
                              f"{where} entry {entry!r} names the split shard {leaf!r}, but this checkpoint stores the "
@@ -179,6 +191,16 @@ def _keep_rules() -> list[tuple[str, re.Pattern[str], str]]:
     return [(r.id, re.compile(r.pattern), r.upstream or r.why) for r in IGNORE_RULES]
 
 
+def _keep_severity(rid: str, module: str) -> str:
+    """Error where vLLM breaks (it builds the layer 16-bit, or quantizing it ruins a recurrence); warning where
+    storing it quantized is only against quantkit's preference."""
+    if rid in _WARNING_RULES:
+        return "warning"
+    if rid in _HYBRID_RULES and module.rsplit(".", 1)[-1] not in _HYBRID_RULES[rid]:
+        return "warning"
+    return "error"
+
+
 @check("keep-16bit")
 def keep_16bit(ctx: Context) -> None:
     lay = ctx.layout
@@ -192,15 +214,32 @@ def keep_16bit(ctx: Context) -> None:
             by_pattern[key] = next((rid for rid, rx, _ in rules if any(rx.match(n) for n in names)), None)
         rid = by_pattern[key]
         if rid is not None:
-            hits[(rid, "error" if rid not in _HYBRID_RULES or m.rsplit(".", 1)[-1] in _HYBRID_RULES[rid]
-                  else "warning")].append(m)
-    why = {r.id: (r.why, r.upstream) for r in IGNORE_RULES}
+            hits[(rid, _keep_severity(rid, m))].append(m)
+    why = {r.id: r for r in IGNORE_RULES}
     for (rid, sev), modules in sorted(hits.items()):
-        reason, upstream = why.get(rid, ("", ""))
-        ref = f" ({upstream})" if upstream else ""
-        ctx.findings.add_grouped("keep-16bit", modules,
-                                 f"stored quantized, but quantkit's ignore rule {rid!r} keeps it 16-bit: {reason}{ref}.",
-                                 severity=sev)  # type: ignore[arg-type]
+        r = why[rid]
+        ref = f" ({r.upstream})" if r.upstream else ""
+        if r.vllm:
+            message = (f"stored quantized, but vLLM builds this layer unquantized ({r.vllm}): its quantized weights "
+                       f"are loaded as 16-bit values or rejected as unexpected tensors. quantkit's ignore rule "
+                       f"{rid!r}: {r.why}{ref}")
+        elif rid in _WARNING_RULES:
+            message = (f"stored quantized; vLLM loads it only for speculative decoding, with the checkpoint's "
+                       f"quantization config, so it loads, but quantkit's ignore rule {rid!r} keeps it 16-bit: "
+                       f"{r.why}{ref}")
+        else:
+            message = f"stored quantized, but quantkit's ignore rule {rid!r} keeps it 16-bit: {r.why}{ref}"
+        ctx.findings.add_grouped("keep-16bit", modules, message + ".", severity=sev)  # type: ignore[arg-type]
+
+
+def _mtp_matcher(ctx: Context):  # noqa: ANN202 - a small predicate
+    """Whether an on-disk module belongs to an MTP head (``mtp.*``, or DeepSeek's ``model.layers.<n>`` extras)."""
+    try:
+        idx = mtp_layer_indices(ctx.text_config)
+    except (TypeError, ValueError):
+        idx = ()
+    layer = re.compile(rf"^(model\.)?(language_model\.)?layers\.({'|'.join(map(str, idx))})\.") if idx else None
+    return lambda m: bool(_MTP_PREFIX.match(m) or (layer is not None and layer.match(m)))
 
 
 @check("config-matches-disk")
@@ -209,17 +248,38 @@ def config_matches_disk(ctx: Context) -> None:
         return
     lay = ctx.layout
     quantized = set(lay.quantized)
-    problems: dict[str, list[str]] = defaultdict(list)
+    is_mtp = _mtp_matcher(ctx)
+    problems: dict[tuple[str, str], list[str]] = defaultdict(list)
     for m, st in ctx.statuses.items():
         if st.quantized is None:
             continue
         on_disk = m in quantized
+        if st.vllm_unquantized in ROUTER_RULES:
+            # vLLM builds routers and shared-expert gates with quant_config=None: 16-bit on disk is what it loads
+            # (stored quantized, keep-16bit reports the error). Loaders that apply the config to every Linear
+            # follow the config instead, so say it when the config would quantize the layer.
+            if not on_disk and st.config_quantized:
+                problems[("warning", "the config's targets cover it and no ignore entry names it, but it is stored "
+                          "16-bit: vLLM builds this router/gate unquantized whatever the config says, so it loads "
+                          "and serves correctly; engines that apply the config to every Linear (e.g. transformers' "
+                          "compressed-tensors integration) may expect it quantized")].append(m)
+            continue
+        mtp = is_mtp(m)
         if st.quantized and not on_disk:
-            problems[f"the config quantizes it (group {st.group}) but it is stored 16-bit: vLLM expects packed "
-                     "weights and scales that are not there"].append(m)
+            msg = f"the config quantizes it (group {st.group}) but it is stored 16-bit: vLLM expects packed " \
+                  "weights and scales that are not there"
         elif on_disk and not st.quantized:
             why = f"ignored by {st.ignored_by!r}" if st.ignored_by else "matched by no config group"
-            problems[f"stored quantized but the config leaves it 16-bit ({why}): vLLM builds a 16-bit layer and "
-                     "cannot load the quantized tensors"].append(m)
-    for message, modules in problems.items():
-        ctx.findings.add_grouped("config-matches-disk", modules, message + ".", problem=message)
+            msg = (f"stored quantized but the config leaves it 16-bit ({why}): vLLM builds a 16-bit layer and "
+                   "cannot load the quantized tensors")
+        else:
+            continue
+        if mtp:
+            msg += (f" -- but only when serving with MTP speculative decoding: the main model skips MTP weights "
+                    f"({_MTP_SKIPPED})")
+        problems[("warning" if mtp else "error", msg)].append(m)
+    for (sev, message), modules in problems.items():
+        fix = ("List the router/gate in the ignore list (quantkit's build_ignore emits it) so the config says what is "
+               "on disk." if sev == "warning" and "router/gate" in message else None)
+        ctx.findings.add_grouped("config-matches-disk", modules, message + ".", severity=sev,  # type: ignore[arg-type]
+                                 fix=fix, problem=message)
