@@ -81,3 +81,29 @@ def test_every_published_file_has_the_modes_of_the_umask(cli_fp8) -> None:
     assert "model.safetensors" in modes
     assert modes == {name: (0o777 if (out / name).is_dir() else 0o666) & ~mask for name in modes}
     assert os.access(out / "model.safetensors", os.R_OK)
+
+
+def test_ctrl_c_during_quantize_publishes_nothing_and_exits_130(tmp_path: Path, embedded_path: Path) -> None:
+    """A real SIGINT once the run is writing its staging directory: cleanup, one line, exit 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("quantkit")), "quantize", str(embedded_path),
+                             "-s", "fp8-dynamic", "-H", "cpu", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(tmp_path.glob(".out.quantkit-tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it staged anything"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().endswith("interrupted, nothing published") and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no output, no staging directory left

@@ -296,3 +296,43 @@ class CheckpointView:
     def total_bytes(self) -> int:
         return sum((self.path / f).stat().st_size for f in self.shard_files
                    if self._inside(f) and (self.path / f).is_file())
+
+
+def check_source(path: str | Path, *, data: bool = True) -> None:
+    """Refuse a source checkpoint that cannot be loaded, before anything loads it, naming the bad file.
+
+    Reads ``config.json``, the index and every safetensors header (never tensor data). With ``data``, each
+    shard must also hold the bytes its header describes: a download cut short keeps its header and loses
+    its tail, and transformers would fail minutes later with a bare ``SafetensorError``. A header-only
+    checkpoint (``plan()`` sizes those) passes with ``data=False``.
+
+    Raises:
+        CheckpointReadError: ``config.json`` or the index does not parse, a shard the index lists is
+            missing, a shard's header is corrupt, or (with ``data``) a shard is shorter than its header says.
+    """
+    view = CheckpointView(path)
+    try:
+        try:
+            _ = view.config, view.weight_map, view.shards
+        except CheckpointReadError as exc:
+            raise CheckpointReadError(f"The source checkpoint {view.path} cannot be read: {exc.message}",
+                                      fix=exc.fix) from exc
+        if view.bad_shard_names or view.missing_shards:
+            names = [*view.bad_shard_names, *view.missing_shards]
+            raise CheckpointReadError(
+                f"The source checkpoint {view.path} lists shard(s) it does not hold in {INDEX_FILE}: "
+                f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}.",
+                fix="Re-download the missing shards (or the whole checkpoint).")
+        if not view.shards and not view.other_weight_files():
+            raise CheckpointReadError(f"The source checkpoint {view.path} has no weight files (*.safetensors).",
+                                      fix="Point at the directory that holds the model's *.safetensors files.")
+        if data:
+            for shard in view.shards.values():
+                needed = max((t.offsets[1] for t in shard.tensors.values()), default=0)
+                if needed > shard.data_size:
+                    raise CheckpointReadError(
+                        f"The source checkpoint's shard {view.path / shard.file} is truncated: its header describes "
+                        f"{8 + shard.header_len + needed} bytes, the file has {shard.size}.",
+                        fix="Re-download or re-copy this shard; the transfer was cut short.")
+    finally:
+        view.close()

@@ -35,6 +35,9 @@ app = typer.Typer(
 BAD_INPUT = (UnknownNameError, ModelNotFoundError, CheckpointReadError, OutputExistsError,
              CalibrationDataError, UnsupportedSchemeError)
 
+#: the exit code of a command stopped by Ctrl-C (128 + SIGINT, what a shell reports)
+INTERRUPTED = 130
+
 _state = {"debug": False}
 
 
@@ -78,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         if "UsageError" in kinds:
             exc.show()  # type: ignore[attr-defined]
             return 2
-        if "Abort" in kinds:
+        if "Abort" in kinds:  # Ctrl-C with click/typer versions that raise Abort (typer 0.29 returns 130 itself)
+            if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+                typer.echo("interrupted", err=True)
+                return INTERRUPTED
             return 1
         if _state["debug"]:
             raise

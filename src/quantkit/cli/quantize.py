@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from quantkit.cli import app
+from quantkit.cli import INTERRUPTED, app
 from quantkit.cli.load import json_errors, load_call, vllm_serve_command, work_output_to_stderr
 from quantkit.errors import QuantkitError
 
@@ -39,13 +39,21 @@ def quantize_command(
     <output-dir>.rejected); 2 bad input (unknown scheme or hardware, missing model, existing output dir,
     a scheme the target or this machine cannot do).
     """
-    from quantkit.pipeline import quantize
+    try:
+        with json_errors(as_json):
+            _check_source(model)  # a bad path fails in a fraction of a second, before torch is imported
+        from quantkit.pipeline import quantize
 
-    with json_errors(as_json), work_output_to_stderr():
-        res = quantize(model, scheme, hardware=hardware, output_dir=output_dir, backend=backend, kv_cache=kv_cache,
-                       calibration=calibration, num_calibration_samples=num_samples, max_seq_length=seq_len,
-                       group_size=group_size, ignore=tuple(ignore or ()), overwrite=overwrite,
-                       for_vllm=not not_for_vllm)
+        with json_errors(as_json), work_output_to_stderr():
+            res = quantize(model, scheme, hardware=hardware, output_dir=output_dir, backend=backend,
+                           kv_cache=kv_cache, calibration=calibration, num_calibration_samples=num_samples,
+                           max_seq_length=seq_len, group_size=group_size, ignore=tuple(ignore or ()),
+                           overwrite=overwrite, for_vllm=not not_for_vllm)
+    except KeyboardInterrupt:
+        # quantize() removes its staging directory on the way out; the output is renamed into place only
+        # as its very last step, so an interrupted run published nothing
+        typer.echo("interrupted, nothing published", err=True)
+        raise typer.Exit(INTERRUPTED) from None
     data: dict[str, Any] = {"ok": True, **res.to_dict(), **_serve_hint(res.output_dir, res.hardware, not_for_vllm)}
     if as_json:
         typer.echo(json.dumps(data, default=str))
@@ -55,6 +63,19 @@ def quantize_command(
         typer.echo(f"serve it on {res.hardware}:\n  {data['serve_command']}\n  {data['load_python']}")
     elif data.get("serve_note"):
         typer.echo(f"serve it: {data['serve_note']}")
+
+
+def _check_source(model: str) -> None:
+    """Refuse a missing or unreadable source checkpoint (config, index, shard headers) with a clear error.
+
+    Tensor data is not checked here: ``plan()`` accepts header-only checkpoints, and a truncated shard is
+    caught by ``load_model`` before anything is loaded.
+    """
+    from quantkit.checkpoint.reader import check_source
+    from quantkit.models.loading import EMBEDDED_ALIASES, resolve_model_path
+
+    if model not in EMBEDDED_ALIASES:
+        check_source(resolve_model_path(model), data=False)
 
 
 def _serve_hint(path: Path, hardware: str, not_for_vllm: bool) -> dict[str, str]:

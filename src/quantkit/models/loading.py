@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quantkit.checkpoint.reader import check_source
 from quantkit.errors import MissingDependencyError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,27 @@ def resolve_model_path(model: str | Path | None) -> Path:
 
 
 def load_model(model: Any, tokenizer: Any = None) -> LoadedModel:
-    """Load ``model`` (a path, 'embedded', or a ``PreTrainedModel``) and its tokenizer for quantization."""
+    """Load ``model`` (a path, 'embedded', or a ``PreTrainedModel``) and its tokenizer for quantization.
+
+    A path is checked first, from its config and safetensors headers (:func:`check_source`), so a missing,
+    corrupt or truncated checkpoint fails with an error naming the file before torch is even imported.
+
+    Raises:
+        ModelNotFoundError: the path is missing or holds no ``config.json``.
+        CheckpointReadError: ``config.json`` or a shard is unreadable or truncated.
+        MissingDependencyError: torch or transformers is not installed.
+    """
+    is_object = hasattr(model, "named_modules") and hasattr(model, "config")
+    if not is_object:
+        path = resolve_model_path(model)
+        check_source(path)
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as exc:
         raise MissingDependencyError("Quantizing needs torch and transformers.",
                                      fix="Run `scripts/setup_envs.sh produce` and use .venvs/produce/bin/python.") from exc
-    if hasattr(model, "named_modules") and hasattr(model, "config"):
+    if is_object:
         src = getattr(model.config, "_name_or_path", None)
         src_path = Path(src) if src and Path(src).is_dir() else None
         if tokenizer is None:
@@ -60,7 +74,6 @@ def load_model(model: Any, tokenizer: Any = None) -> LoadedModel:
                                          fix="Pass tokenizer=... along with the model.")
             tokenizer = AutoTokenizer.from_pretrained(src_path)
         return LoadedModel(model, tokenizer, src_path, str(src or type(model).__name__))
-    path = resolve_model_path(model)
     log.info("loading %s", path)
     tok = tokenizer or AutoTokenizer.from_pretrained(path)
     m = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
