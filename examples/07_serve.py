@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import time
 from pathlib import Path
 
-from quantkit import load
+from quantkit import load, serve_plan
 
 
-def vllm_serve_command(path: Path, plan) -> str:  # noqa: ANN001 - quantkit's ServePlan (llm.quantkit_plan)
+def vllm_serve_command(path: Path, plan) -> str:  # noqa: ANN001 - quantkit.serve_plan(...)
     """The ``vllm serve`` line equivalent to ``load()``: engine arguments as flags, needed env vars first."""
     env = [f"{k}={shlex.quote(str(v))}" for k, v in sorted(plan.env.items()) if k != "VLLM_CACHE_ROOT"]
     words = ["vllm", "serve", shlex.quote(str(path))]
@@ -47,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     from vllm import SamplingParams
 
     engine_args = {"tensor_parallel_size": args.tensor_parallel_size} if args.tensor_parallel_size else {}
-    llm = load(args.checkpoint, args.hardware, **engine_args)
-    plan = llm.quantkit_plan
+    plan = serve_plan(args.checkpoint, args.hardware, **engine_args)  # what load() will pass, and why
     print(f"quantization: {plan.quant_method or 'none'} (detected by vLLM)")
     print(f"kv_cache_dtype: {plan.kv_cache_dtype} ({plan.kv_reason})")
-    print(f"loaded in {llm.quantkit_load_s:.1f} s")
+    t0 = time.perf_counter()
+    llm = load(args.checkpoint, args.hardware, **engine_args)
+    print(f"loaded in {time.perf_counter() - t0:.1f} s")
 
     prompts = args.prompt or ["The capital of France is", "def fibonacci(n):"]
     outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=args.max_tokens), use_tqdm=False)

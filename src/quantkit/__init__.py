@@ -19,14 +19,23 @@ from quantkit.errors import (
     MissingDependencyError,
     ModelNotFoundError,
     OutputExistsError,
+    PlanOptionError,
     QuantkitError,
+    ScriptGuardError,
     ServeError,
     UnknownNameError,
     UnsupportedSchemeError,
     ValidationFailedError,
 )
-from quantkit.hardware import HARDWARE, get_hardware
-from quantkit.schemes import SCHEMES, get_scheme
+from quantkit.hardware import HARDWARE, Hardware, HardwareName, get_hardware
+from quantkit.schemes import (
+    KV_CACHE_DTYPES,
+    SCHEMES,
+    KvCacheDtype,
+    Scheme,
+    SchemeName,
+    get_scheme,
+)
 
 __version__ = "0.1.0"
 
@@ -35,6 +44,9 @@ _LAZY = {
     "quantize": "quantkit.pipeline",
     "QuantizeResult": "quantkit.pipeline",
     "load": "quantkit.serve.engine",
+    "serve_plan": "quantkit.serve.engine",
+    "ServePlan": "quantkit.serve.engine",
+    "Plan": "quantkit.planning.planner",
     "validate": "quantkit.validation",
     "ValidationReport": "quantkit.validation",
     "plan": "quantkit.planning.planner",
@@ -44,8 +56,8 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from quantkit.models.embedded import embedded_model_path
     from quantkit.pipeline import QuantizeResult, quantize
-    from quantkit.planning.planner import plan
-    from quantkit.serve.engine import load
+    from quantkit.planning.planner import Plan, plan
+    from quantkit.serve.engine import ServePlan, load, serve_plan
     from quantkit.validation import ValidationReport, validate
 
 
@@ -58,9 +70,10 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "HARDWARE", "SCHEMES", "BackendError", "CalibrationDataError", "CheckpointReadError",
-    "EnvironmentNotFoundError", "MissingDependencyError", "ModelNotFoundError", "OutputExistsError",
-    "QuantizeResult", "QuantkitError", "ServeError", "UnknownNameError", "UnsupportedSchemeError",
-    "ValidationFailedError", "ValidationReport", "embedded_model_path", "get_hardware", "get_scheme", "load",
-    "plan", "quantize", "validate",
+    "HARDWARE", "KV_CACHE_DTYPES", "SCHEMES", "BackendError", "CalibrationDataError", "CheckpointReadError",
+    "EnvironmentNotFoundError", "Hardware", "HardwareName", "KvCacheDtype", "MissingDependencyError",
+    "ModelNotFoundError", "OutputExistsError", "Plan", "PlanOptionError", "QuantizeResult", "QuantkitError",
+    "Scheme", "SchemeName", "ScriptGuardError", "ServeError", "ServePlan", "UnknownNameError",
+    "UnsupportedSchemeError", "ValidationFailedError", "ValidationReport", "embedded_model_path", "get_hardware",
+    "get_scheme", "load", "plan", "quantize", "serve_plan", "validate",
 ]

@@ -249,34 +249,36 @@ class Support:
     native: bool
     kernel: str
     reason: str
+    marlin: bool = False  # the kernel is Marlin/Machete: its per-shard tile limits apply
 
 
 def support(scheme: Scheme, hw: Hardware) -> Support:
-    """Say whether vLLM on ``hw`` serves ``scheme``, with which kernel, and why."""
+    """Say whether vLLM on ``hw`` serves ``scheme``, with which kernel, and why (from the facts table)."""
+    fact = scheme.serving
     if hw.kind == "cpu":
-        if scheme.cpu == "yes":
-            return Support(True, True, scheme.cpu_note, scheme.cpu_note)
-        if scheme.cpu == "avx512":
+        if fact.cpu == "yes":
+            return Support(True, True, fact.cpu_note, fact.cpu_note)
+        if fact.cpu == "avx512":
             if cpu_has_avx512():
-                return Support(True, True, scheme.cpu_note, "this CPU has AVX-512")
+                return Support(True, True, fact.cpu_note, "this CPU has AVX-512")
             return Support(False, False, "none",
-                           f"{scheme.cpu_note}; this CPU ({platform.machine()}) has no AVX-512/AMX")
-        return Support(False, False, "none", scheme.cpu_note)
+                           f"{fact.cpu_note}; this CPU ({platform.machine()}) has no AVX-512/AMX")
+        return Support(False, False, "none", fact.cpu_note)
     if hw.kind == "rocm":
-        ok = scheme.name in {"fp8-dynamic", "fp8-static", "fp8-block", "w8a8-int8", "w4a16", "w4a16-awq"}
+        ok = fact.rocm
         return Support(ok, ok, "ROCm kernels" if ok else "none",
                        "served on ROCm" if ok else f"{scheme.name} has no ROCm path in vLLM; use AMD Quark")
     cap = hw.capability or 0
-    req = scheme.gpu
-    if req.native is not None and cap >= req.native:
-        return Support(True, True, req.native_kernel, f"SM {cap} >= native minimum {req.native}")
-    if req.fallback is not None and cap >= req.fallback:
-        why = (f"SM {cap} is below the native minimum {req.native}; vLLM falls back to {req.fallback_kernel}"
-               if req.native is not None else f"served by {req.fallback_kernel}")
-        return Support(True, False, req.fallback_kernel or "fallback", why)
-    if req.native is None:
-        return Support(False, False, "none", f"vLLM has no CUDA kernel: {req.native_kernel}")
-    return Support(False, False, "none", f"minimum SM {req.fallback or req.native}, {hw.name} has SM {cap}")
+    if fact.native_sm is not None and cap >= fact.native_sm:
+        return Support(True, True, fact.native_kernel, f"SM {cap} >= native minimum {fact.native_sm}",
+                       marlin=fact.marlin)
+    if fact.fallback_sm is not None and cap >= fact.fallback_sm:
+        why = (f"SM {cap} is below the native minimum {fact.native_sm}; vLLM falls back to {fact.fallback_kernel}"
+               if fact.native_sm is not None else f"served by {fact.fallback_kernel}")
+        return Support(True, False, fact.fallback_kernel or "fallback", why, marlin=fact.fallback_marlin)
+    if fact.native_sm is None:
+        return Support(False, False, "none", f"vLLM has no CUDA kernel: {fact.native_kernel}")
+    return Support(False, False, "none", f"minimum SM {fact.fallback_sm or fact.native_sm}, {hw.name} has SM {cap}")
 
 
 def require_support(scheme: Scheme, hw: Hardware) -> Support:

@@ -9,20 +9,28 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import re
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from quantkit.backends import ProduceJob, get_backend
+from quantkit.backends import ProduceJob, all_backends, get_backend
 from quantkit.backends.base import Backend
 from quantkit.calibration import DEFAULT_MAX_SEQ_LENGTH, DEFAULT_NUM_SAMPLES, tokenize_samples
 from quantkit.checkpoint import atomic
-from quantkit.errors import UnsupportedSchemeError, ValidationFailedError
-from quantkit.hardware import Hardware, get_hardware, require_support
-from quantkit.schemes import Scheme, check_kv_cache, get_scheme
+from quantkit.errors import PlanOptionError, ValidationFailedError
+from quantkit.hardware import HardwareName, support
+from quantkit.schemes import KvCacheDtype, SchemeName
+
+if TYPE_CHECKING:  # pragma: no cover
+    from quantkit.planning.planner import Plan
+
+#: ``Plan.rule`` when the caller named the scheme (kept in sync with quantkit.planning.planner)
+EXPLICIT_RULE = "explicit"
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,7 @@ class QuantizeResult:
     peak_rss_bytes: int
     notes: tuple[str, ...] = ()
     findings: tuple[dict[str, Any], ...] = field(default=())
+    plan: Plan | None = field(default=None, repr=False, compare=False)
 
     @property
     def compression_ratio(self) -> float | None:
@@ -66,72 +75,21 @@ class QuantizeResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "plan"}
+        d["plan"] = self.plan.to_dict() if self.plan is not None else None
         d["output_dir"] = str(self.output_dir)
         d["compression_ratio"] = self.compression_ratio
         return d
 
 
-def choose_group_size(scheme: Scheme, in_features: dict[str, int], requested: int | None) -> tuple[int | None, str]:
-    """Pick the 4-bit group size: the largest candidate that divides every quantized layer's input features.
-
-    llm-compressor refuses a group that does not divide a layer's columns, and vLLM's Marlin kernels want
-    128 on GPU; a model whose widths are not multiples of 128 (SmolLM2: 576) gets 64 and a note saying so.
-    """
-    recipe = scheme.llmcompressor
-    cands = recipe.group_candidates if recipe else ()
-    if requested is not None:
-        bad = {n: f for n, f in in_features.items() if f % requested}
-        if bad:
-            name, f = next(iter(bad.items()))
-            raise UnsupportedSchemeError(
-                f"group_size={requested} does not divide the input features of {len(bad)} layer(s), e.g. {name} ({f}).",
-                fix=f"Use a group size that divides {f} (e.g. {', '.join(str(c) for c in cands if f % c == 0) or 'none'}).")
-        return requested, f"group size {requested} (requested)"
-    if not cands:
-        return None, ""
-    for g in cands:
-        if all(f % g == 0 for f in in_features.values()):
-            if g == cands[0]:
-                return g, f"group size {g}"
-            widths = sorted({f for f in in_features.values() if f % cands[0]})
-            return g, (f"group size {g}: the preferred {cands[0]} does not divide input features {widths}; "
-                       f"{g} is the largest that divides every quantized layer")
-    widths = sorted(set(in_features.values()))
-    raise UnsupportedSchemeError(f"No group size in {cands} divides every quantized layer's input features {widths}.",
-                                 fix="Add the odd layers to the ignore list, or pick an 8-bit scheme.")
-
-
 def _device() -> str:
+    """Where the producer runs in this process: ``cuda`` when torch sees a GPU."""
     try:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:
         return "cpu"
-
-
-def choose_backend(scheme: Scheme, hw: Hardware, device: str, requested: str | None) -> Backend:
-    """The requested backend, or the better producer for this scheme, target and producing device.
-
-    ModelOpt is preferred for NVFP4 on Blackwell (native FP4, TensorRT-LLM/SGLang ecosystem) when a CUDA
-    device is there to run it; otherwise llm-compressor, whose compressed-tensors output vLLM auto-detects.
-    """
-    if requested:
-        backend = get_backend(requested)
-        if not backend.supports(scheme):
-            others = [b for b in scheme.backends if b != requested]
-            raise UnsupportedSchemeError(
-                f"The {requested} backend cannot produce {scheme.name}.",
-                fix=f"Use backend={others[0]!r}." if others else "Pick another scheme (`quantkit schemes`).")
-        return backend
-    order = list(scheme.backends)
-    mo = scheme.modelopt
-    if mo is not None and scheme.name.startswith("nvfp4") and hw.fp4_native and (device == "cuda" or not mo.needs_cuda):
-        order = ["modelopt"] + [b for b in order if b != "modelopt"]
-    if not order:
-        raise UnsupportedSchemeError(f"No backend produces {scheme.name}.")
-    return get_backend(order[0])
 
 
 def _safetensors_bytes(path: Path | None) -> int | None:
@@ -141,8 +99,10 @@ def _safetensors_bytes(path: Path | None) -> int | None:
 
 
 def _versions() -> dict[str, str]:
+    """Versions of Python, quantkit, torch, transformers and every package a registered backend requires."""
     out = {"python": platform.python_version()}
-    for pkg in ("quantkit", "torch", "transformers", "llmcompressor", "compressed-tensors", "nvidia-modelopt"):
+    required = [re.split(r"[=<>!~\[ ]", req, maxsplit=1)[0] for b in all_backends() for req in b.requires.values()]
+    for pkg in dict.fromkeys(["quantkit", "torch", "transformers", *required]):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -152,12 +112,12 @@ def _versions() -> dict[str, str]:
 
 def quantize(
     model: Any = "embedded",
-    scheme: str = "auto",
+    scheme: SchemeName | Literal["auto"] | str | Plan = "auto",
     *,
-    hardware: str = "h100",
+    hardware: HardwareName | str | None = None,
     output_dir: str | Path | None = None,
     backend: str | None = None,
-    kv_cache: str | None = None,
+    kv_cache: KvCacheDtype | str | None = None,
     calibration: Any = None,
     num_calibration_samples: int = DEFAULT_NUM_SAMPLES,
     max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
@@ -167,65 +127,90 @@ def quantize(
     overwrite: bool = False,
     for_vllm: bool = True,
 ) -> QuantizeResult:
-    """Quantize a model into a checkpoint vLLM loads on ``hardware``, validate it, and publish it atomically.
+    """Execute a plan: quantize a model into a checkpoint vLLM loads on the target, validate it, publish it.
+
+    ``quantize()`` makes no decision of its own. With a scheme name (or ``"auto"``) it asks
+    :func:`quantkit.plan` -- passing ``backend``, ``kv_cache``, ``group_size``, ``ignore`` and ``for_vllm`` as
+    overrides -- and executes the :class:`~quantkit.planning.planner.Plan`; given a ``Plan``, it executes that
+    one (then the override arguments must be left unset).
 
     Args:
         model: a local checkpoint directory, ``"embedded"`` for the built-in SmolLM2-135M, or a loaded
             transformers model (then pass ``tokenizer`` too unless its source directory is known).
-        scheme: a name from ``quantkit.SCHEMES`` (``quantkit schemes``), or ``"auto"`` to let
-            ``quantkit.plan()`` choose for ``hardware``.
-        hardware: the serving target (``quantkit hardware``); decides what is legal.
+        scheme: a name from ``quantkit.SCHEMES`` (``quantkit schemes``), ``"auto"`` to let the plan choose, or
+            a :class:`Plan` from :func:`quantkit.plan`.
+        hardware: the serving target (``quantkit hardware``); None detects the local GPU, else ``cpu`` (the
+            same default as ``plan()`` and ``load()``).
         output_dir: where the checkpoint goes; defaults to ``./<model>-<scheme>``. Never overwritten
             unless ``overwrite=True``.
-        backend: ``"llmcompressor"`` or ``"modelopt"``; chosen per scheme and target when None.
-        kv_cache: ``"fp8"`` to add a calibrated FP8 KV-cache scheme; None/"auto" for none.
+        backend: force a registered backend (``"llmcompressor"``, ``"modelopt"``); by default the plan asks
+            every backend.
+        kv_cache: ``"fp8"`` to add a calibrated FP8 KV-cache scheme, ``"auto"`` for none; None lets the plan
+            decide.
         calibration: list of strings, a ``datasets.Dataset``, a .txt/.jsonl path, or None for the shipped text.
         num_calibration_samples: calibration samples (windows of ``max_seq_length`` tokens).
         max_seq_length: tokens per calibration sample.
         group_size: force a 4-bit group size; by default the largest of 128/64/32 that divides every layer.
-        ignore: extra module names or ``re:`` patterns to keep unquantized, on top of the built list.
+        ignore: extra module names or ``re:`` patterns to keep unquantized, on top of the planned list.
         overwrite: replace an existing ``output_dir``.
         for_vllm: False allows formats vLLM cannot load (e.g. ModelOpt INT4_AWQ for TensorRT-LLM).
 
     Returns:
-        A :class:`QuantizeResult` with the path, timings, sizes and validator findings.
+        A :class:`QuantizeResult` with the path, the plan executed, timings, sizes and validator findings.
 
     Raises:
         UnknownNameError: unknown scheme, hardware or backend.
         ModelNotFoundError: the model path is missing or not a checkpoint.
         OutputExistsError: ``output_dir`` exists and ``overwrite`` is False.
-        UnsupportedSchemeError: the target cannot serve the scheme, or the backend cannot produce it here.
+        UnsupportedSchemeError: the target cannot serve the scheme, or no backend can produce it here.
+        PlanOptionError: a Plan was passed together with override arguments.
         MissingDependencyError: the backend's packages are not installed in this environment.
         BackendError: the producer failed (original exception chained).
         ValidationFailedError: the checkpoint has error findings; it is kept at ``<output_dir>.rejected``.
     """
     t_start = time.perf_counter()
-    hw = get_hardware(hardware)
-    kv = check_kv_cache(kv_cache)
+    from quantkit.planning.planner import Plan, plan
+
+    if isinstance(scheme, Plan):
+        given = {"hardware": hardware, "backend": backend, "kv_cache": kv_cache, "group_size": group_size,
+                 "ignore": tuple(ignore) or None, "for_vllm": None if for_vllm else False}
+        clash = [k for k, v in given.items() if v is not None]
+        if clash:
+            raise PlanOptionError(f"quantize() got a Plan and also {', '.join(clash)}: the plan already decided them.",
+                                  fix="Pass the choices to quantkit.plan(...) instead, then quantize(model, that_plan).")
+        chosen = scheme
+    else:
+        chosen = plan(model, hardware, scheme=scheme, backend=backend, group_size=group_size, ignore=ignore,
+                      kv_cache=kv_cache, for_vllm=for_vllm)
+    return execute(chosen, model, output_dir=output_dir, calibration=calibration,
+                   num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length,
+                   tokenizer=tokenizer, overwrite=overwrite, t_start=t_start)
+
+
+def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = None, calibration: Any = None,
+            num_calibration_samples: int = DEFAULT_NUM_SAMPLES, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
+            tokenizer: Any = None, overwrite: bool = False, t_start: float | None = None) -> QuantizeResult:
+    """Run a :class:`Plan`: load the model, produce with the plan's backend, validate against the plan,
+    publish atomically. Every choice comes from ``chosen``; ``model`` defaults to the plan's model path."""
+    t_start = time.perf_counter() if t_start is None else t_start
+    sch, hw = chosen.scheme, chosen.hardware
     notes: list[str] = []
-    from quantkit.models.loading import load_model, resolve_model_path
+    if chosen.rule != EXPLICIT_RULE:
+        notes.append(f"scheme 'auto' → {sch.name} (rule {chosen.rule})")
+    sup = support(sch, hw)
+    if chosen.for_vllm and not sup.native:
+        notes.append(f"{hw.name} serves {sch.name} through a fallback: {sup.reason}")
+    if chosen.group_size and chosen.group_size != (sch.group_candidates or (None,))[0] \
+            and "group_size" not in chosen.overrides:
+        notes += [r for r in chosen.reasons if r.startswith(f"group size {chosen.group_size}:")]
+    log.info("plan: %s", chosen.summary())
+    runner = get_backend(chosen.backend)
+    runner.check_environment()
 
+    from quantkit.models.loading import load_model
+
+    model = chosen.model if model is None else model
     model_is_path = not hasattr(model, "named_modules")
-    if str(scheme).lower() == "auto":
-        from quantkit.planning.planner import plan
-
-        src = resolve_model_path(model) if model_is_path else Path(model.config._name_or_path)
-        chosen = plan(src, hw.name)
-        scheme = chosen.scheme
-        backend = backend or chosen.backend
-        if kv_cache is None:
-            kv = chosen.kv_cache_dtype
-        notes.append(f"scheme 'auto' → {scheme} (rule {chosen.rule}): {'; '.join(chosen.reasons)}")
-        log.info("plan: %s", notes[-1])
-    sch = get_scheme(scheme)
-    if for_vllm:
-        support = require_support(sch, hw)
-        if not support.native:
-            notes.append(f"{hw.name} serves {sch.name} through a fallback: {support.reason}")
-    device = _device()
-    chosen_backend = choose_backend(sch, hw, device, backend)
-    chosen_backend.check_environment()
-
     name = (Path(str(model)).name if model_is_path and model not in (None, "embedded")
             else "smollm2-135m" if model_is_path else Path(str(model.config._name_or_path)).name or "model")
     out = Path(output_dir) if output_dir is not None else Path.cwd() / f"{name}-{sch.name}"
@@ -235,40 +220,30 @@ def quantize(
     loaded = load_model("embedded" if model is None else model, tokenizer)
     t_load = time.perf_counter() - t0
 
-    from quantkit.planning.ignore import build_ignore, linear_module_names
-
-    linear = linear_module_names(loaded.model)
-    ignore_list = build_ignore(linear)
-    ignore_list += [i for i in ignore if i not in ignore_list]
-    quantized = _quantized_in_features(loaded.model, ignore_list)
-    gs, gs_note = choose_group_size(sch, quantized, group_size)
-    if gs_note and gs_note != f"group size {gs}":
-        notes.append(gs_note)
-    log.info("scheme %s via %s for %s; ignore %s%s", sch.name, chosen_backend.name, hw.name, ignore_list,
-             f"; {gs_note}" if gs_note else "")
-
-    needs_data = sch.needs_calibration or kv != "auto"
     samples = tokenize_samples(calibration, loaded.tokenizer, num_samples=num_calibration_samples,
-                               max_seq_length=max_seq_length) if needs_data else ()
-    job = ProduceJob(model=loaded.model, tokenizer=loaded.tokenizer, scheme=sch, ignore=tuple(ignore_list), kv_cache=kv,
-                     calibration=samples, max_seq_length=max_seq_length, group_size=gs,
-                     options={"for_vllm": for_vllm, "hardware": hw.name})
-    chosen_backend.check_job(job, device=device)
+                               max_seq_length=max_seq_length) if chosen.needs_calibration else ()
+    job = ProduceJob(model=loaded.model, tokenizer=loaded.tokenizer, scheme=sch, ignore=chosen.ignore,
+                     kv_cache=chosen.kv_cache_dtype, calibration=samples, max_seq_length=max_seq_length,
+                     group_size=chosen.group_size, options={"for_vllm": chosen.for_vllm, "hardware": hw.name})
+    runner.check_job(job, device=_device())
 
     tmp = atomic.staging_dir(out)
     try:
-        produced = chosen_backend.produce(job, tmp)
+        produced = runner.produce(job, tmp)
         notes.extend(produced.notes)
         timings = {"load_model_s": t_load, **produced.timings}
         manifest = {
-            "scheme": sch.name, "backend": chosen_backend.name, "hardware": hw.name, "kv_cache": kv,
-            "group_size": gs, "ignore": ignore_list, "num_calibration_samples": len(samples),
+            "scheme": sch.name, "backend": runner.name, "hardware": hw.name, "kv_cache": chosen.kv_cache_dtype,
+            "group_size": chosen.group_size, "ignore": list(chosen.ignore), "num_calibration_samples": len(samples),
             "max_seq_length": max_seq_length if samples else None, "source": str(loaded.source or loaded.name),
-            "for_vllm": for_vllm, "versions": _versions(), "notes": notes,
+            "for_vllm": chosen.for_vllm, "plan": {"rule": chosen.rule, "overrides": list(chosen.overrides),
+                                                  "tensor_parallel_size": chosen.tensor_parallel_size,
+                                                  "vllm_args": dict(chosen.vllm_args)},
+            "versions": _versions(), "notes": notes,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         t1 = time.perf_counter()
-        findings = _validate(tmp, out, hw.name, for_vllm)
+        findings = _validate(tmp, out, chosen, runner)
         timings["validate_s"] = time.perf_counter() - t1
         atomic.publish(tmp, out, overwrite=overwrite)
     except BaseException:
@@ -277,36 +252,50 @@ def quantize(
         raise
     timings["total_s"] = time.perf_counter() - t_start
     result = QuantizeResult(
-        output_dir=out, scheme=sch.name, backend=chosen_backend.name, hardware=hw.name, kv_cache=kv, group_size=gs,
-        ignore=tuple(ignore_list), num_calibration_samples=len(samples), timings=timings,
+        output_dir=out, scheme=sch.name, backend=runner.name, hardware=hw.name, kv_cache=chosen.kv_cache_dtype,
+        group_size=chosen.group_size, ignore=chosen.ignore, num_calibration_samples=len(samples), timings=timings,
         original_bytes=_safetensors_bytes(loaded.source), quantized_bytes=_safetensors_bytes(out) or 0,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, notes=tuple(notes),
-        findings=tuple(findings),
+        findings=tuple(findings), plan=chosen,
     )
     log.info("wrote %s (%.1f MB) in %.1f s", out, result.quantized_bytes / 1e6, timings["total_s"])
     return result
 
 
-def _quantized_in_features(model: Any, ignore_list: list[str]) -> dict[str, int]:
-    import re
+def _plan_mismatches(path: Path, chosen: Plan, runner: Backend) -> list[str]:
+    """What the written checkpoint says that the plan did not: the vLLM method, the KV-cache scheme."""
+    from quantkit.checkpoint.reader import CheckpointView
+    from quantkit.planning.kv import checkpoint_kv_scheme
+    from quantkit.serve.engine import _config_with_kv, detect_quant_method
 
-    import torch
-
-    plain = {i for i in ignore_list if not i.startswith("re:")}
-    rx = [re.compile(i[3:]) for i in ignore_list if i.startswith("re:")]
-    out = {}
-    for n, m in model.named_modules():
-        if isinstance(m, torch.nn.Linear) and n not in plain and not any(r.match(n) for r in rx):
-            out[n] = int(m.in_features)
+    view = CheckpointView(path)
+    try:
+        method = detect_quant_method(view)
+        kv_declared = bool(checkpoint_kv_scheme(_config_with_kv(view)))
+    finally:
+        view.close()
+    out = []
+    expected = runner.vllm_method(chosen.scheme)
+    if expected is not None and method != expected:
+        out.append(f"the plan expects vLLM method {expected!r} for {chosen.scheme.name}, the checkpoint declares "
+                   f"{method!r}")
+    if kv_declared != (chosen.kv_cache_dtype != "auto"):
+        out.append(f"the plan's KV-cache dtype is {chosen.kv_cache_dtype!r} but the checkpoint "
+                   f"{'declares' if kv_declared else 'lacks'} a KV-cache scheme")
     return out
-
-
-def _validate(tmp: Path, out: Path, hardware: str, for_vllm: bool) -> list[dict[str, Any]]:
-    """Validate the staged checkpoint; on error findings move it aside and raise."""
+def _validate(tmp: Path, out: Path, chosen: Plan, runner: Backend) -> list[dict[str, Any]]:
+    """Validate the staged checkpoint for the plan's target and TP size, and against the plan itself; on error
+    findings move it aside and raise."""
     from quantkit.validation import validate
 
-    report = validate(tmp, hardware=hardware if for_vllm else None)
+    for_vllm = chosen.for_vllm
+    report = validate(tmp, hardware=chosen.hardware if for_vllm else None,
+                      tensor_parallel_size=chosen.tensor_parallel_size if for_vllm else None)
     findings = [f.to_dict() if hasattr(f, "to_dict") else dict(vars(f)) for f in report.findings]
+    findings += [{"rule": "plan-mismatch", "severity": "error", "message": m + ".",
+                  "fix": "The backend wrote something other than the plan: report it with the plan "
+                         "(quantkit plan --json) and the checkpoint's config.json."}
+                 for m in _plan_mismatches(tmp, chosen, runner)]
     for f in findings:
         if f.get("severity") == "warning":
             log.warning("validate %s: %s", f.get("rule"), f.get("message"))

@@ -94,6 +94,9 @@ class ModelOptAlgo:
     ``scheme``: the quantkit scheme whose ModelOpt config exports it. The layout fields say what vLLM builds
     for it (the validator checks the tensors against them): ``layout`` family, weight ``bits``, ``group_size``,
     ``weight_strategy``, ``block``, ``static_input`` (calibrated input scales), ``weight_only``, ``input_kind``.
+    ``override``: the owning config's ``override_quantization_method`` claims the checkpoint from this
+    algorithm whatever ``quant_method`` says (false for the per-channel and block FP8 variants, which only a
+    ``modelopt`` quant_method reaches).
     """
 
     algo: str
@@ -110,15 +113,17 @@ class ModelOptAlgo:
     static_input: bool = False
     weight_only: bool = False
     input_kind: str | None = None
+    override: bool = True
 
 
 MODELOPT_ALGOS: dict[str, ModelOptAlgo] = {a.algo: a for a in [
     ModelOptAlgo("FP8", "modelopt", True, "fp8-static", legacy=True, label="ModelOpt FP8 (per-tensor, static input)",
                  layout="mo-fp8", static_input=True),
     ModelOptAlgo("FP8_PER_CHANNEL_PER_TOKEN", "modelopt", True, "fp8-dynamic", legacy=True,
-                 label="ModelOpt FP8 per-channel/per-token", layout="mo-fp8", weight_strategy="channel"),
+                 label="ModelOpt FP8 per-channel/per-token", layout="mo-fp8", weight_strategy="channel",
+                 override=False),
     ModelOptAlgo("FP8_PB_WO", "modelopt", True, "fp8-block", legacy=True, label="ModelOpt FP8 128x128 block",
-                 layout="mo-fp8", group_size=128, weight_strategy="block", block=(128, 128)),
+                 layout="mo-fp8", group_size=128, weight_strategy="block", block=(128, 128), override=False),
     ModelOptAlgo("NVFP4", "modelopt_fp4", True, "nvfp4", legacy=True, label="ModelOpt NVFP4 W4A4",
                  layout="mo-nvfp4", bits=4, group_size=16, weight_strategy="tensor_group", static_input=True,
                  input_kind="fp4"),
@@ -148,6 +153,12 @@ def modelopt_method(algo: str | None) -> str | None:
     """The vLLM quantization method that loads a ModelOpt ``quant_algo`` (case-insensitive), or None."""
     entry = MODELOPT_ALGOS.get(str(algo or "").upper())
     return entry.method if entry is not None else None
+
+
+def modelopt_override_method(algo: str | None) -> str | None:
+    """The vLLM method whose ``override_quantization_method`` claims a checkpoint of ``algo``, or None."""
+    entry = MODELOPT_ALGOS.get(str(algo or "").upper())
+    return entry.method if entry is not None and entry.override else None
 
 
 def modelopt_algo_for(scheme: str) -> str | None:

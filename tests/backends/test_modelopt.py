@@ -18,11 +18,17 @@ import pytest
 from modelopt_helpers import dequantized_model, nvfp4_weight, perplexity_of
 
 import quantkit
-from quantkit.backends.modelopt import ALLOW_UNTESTED_ENV, TESTED_VERSIONS, check_request, check_versions
+from quantkit.backends.modelopt import (
+    ALLOW_UNTESTED_ENV,
+    TESTED_VERSIONS,
+    check_request,
+    check_versions,
+)
 from quantkit.errors import MissingDependencyError, UnsupportedSchemeError
 from quantkit.eval.generate import greedy_of_model
 from quantkit.eval.perplexity import load_transformers
 from quantkit.schemes import SCHEMES, get_scheme
+from quantkit.vllm_facts import MODELOPT_ALGOS, modelopt_algo_for
 
 BOUND_8BIT = 0.05
 #: ModelOpt INT8 SmoothQuant loses more on SmolLM2 than llm-compressor's W8A8 (measured, weights alone: +11.4 %
@@ -74,14 +80,14 @@ def test_every_modelopt_config_exists_in_the_installed_modelopt() -> None:
 
 @pytest.mark.serve
 def test_loadable_flags_match_the_real_vllm_modelopt_loader(serve_python: Path) -> None:
-    """vllm_loadable in the table == quant_algo in the serve environment's vLLM QUANT_ALGOS (its source)."""
+    """``loads`` in the facts table == quant_algo in the serve environment's vLLM QUANT_ALGOS (its source)."""
     from quantkit.validation.vllm_registry import read_vllm_source
 
     pkg = next(serve_python.parent.parent.glob("lib/python*/site-packages/vllm"))
     algos = set(read_vllm_source(pkg).modelopt_algos)
     for name in MODELOPT_SCHEMES:
-        mo = SCHEMES[name].modelopt
-        assert mo.vllm_loadable == (mo.quant_algo in algos), (name, mo.quant_algo, sorted(algos))
+        algo = modelopt_algo_for(name)
+        assert MODELOPT_ALGOS[algo].loads == (algo in algos), (name, algo, sorted(algos))
 
 
 def test_the_backend_module_imports_no_framework() -> None:
@@ -125,12 +131,12 @@ def test_version_mismatch_stops_quantize_before_the_model_is_loaded(tmp_path: Pa
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("scheme", [s for s in MODELOPT_SCHEMES if not SCHEMES[s].modelopt.vllm_loadable])
+@pytest.mark.parametrize("scheme", [s for s in MODELOPT_SCHEMES if not MODELOPT_ALGOS[modelopt_algo_for(s)].loads])
 def test_exports_vllm_rejects_are_refused_naming_the_alternative(scheme: str) -> None:
     with pytest.raises(UnsupportedSchemeError) as e:
         check_request(get_scheme(scheme), device="cpu")
     msg = str(e.value)
-    assert SCHEMES[scheme].modelopt.quant_algo in msg and "llmcompressor" in msg and "for_vllm=False" in msg
+    assert modelopt_algo_for(scheme) in msg and "llmcompressor" in msg and "for_vllm=False" in msg
     check_request(get_scheme(scheme), device="cpu", for_vllm=False)  # allowed when not for vLLM
 
 
@@ -253,7 +259,7 @@ def test_nvfp4_is_produced_on_cpu(scheme: str, calib: dict, embedded_path: Path,
 
     res = _quantize(embedded_path, tmp_path / scheme, scheme, hardware="b200", **calib)
     q = _quant(res.output_dir)
-    assert (q["quant_algo"], q["group_size"]) == (SCHEMES[scheme].modelopt.quant_algo, 16)
+    assert (q["quant_algo"], q["group_size"]) == (modelopt_algo_for(scheme), 16)
     assert quantkit.validate(res.output_dir, hardware="b200", vllm_version="0.24.0").ok
     name = "model.layers.3.mlp.down_proj"
     with safe_open(embedded_path / "model.safetensors", "pt") as f:
@@ -281,7 +287,11 @@ def test_ignore_lists_agree_on_a_hybrid_moe(tiny_qwen3_next: Path, tmp_path: Pat
     from transformers import AutoModelForCausalLM
 
     from quantkit.backends.modelopt import import_modelopt
-    from quantkit.planning.ignore import build_ignore, ignore_matcher, linear_module_names
+    from quantkit.planning.ignore import (
+        build_ignore,
+        ignore_matcher,
+        linear_module_names,
+    )
 
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen3_next, dtype=torch.bfloat16)
     linears = linear_module_names(model)
@@ -386,8 +396,8 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def test_docs_list_every_modelopt_recipe_as_the_table_says() -> None:
     text = (DOCS / "modelopt.md").read_text(encoding="utf-8")
     for name in MODELOPT_SCHEMES:
-        mo = SCHEMES[name].modelopt
-        assert f"| {name} | {mo.config} | {mo.quant_algo} | {'yes' if mo.vllm_loadable else 'no'} |" in text, name
+        mo, algo = SCHEMES[name].modelopt, modelopt_algo_for(name)
+        assert f"| {name} | {mo.config} | {algo} | {'yes' if MODELOPT_ALGOS[algo].loads else 'no'} |" in text, name
 
 
 def test_support_matrix_has_a_row_per_scheme() -> None:

@@ -4,6 +4,19 @@ The registry imports a backend module only when that backend is asked for, so ``
 imports torch, llm-compressor or ModelOpt.
 """
 
-from quantkit.backends.base import Backend, ProduceJob, ProduceResult, backend_names, get_backend, register_backend
+from quantkit.backends.base import (
+    Backend,
+    BackendSupport,
+    ProduceJob,
+    ProduceResult,
+    SupportQuery,
+    all_backends,
+    backend_names,
+    backends_for,
+    get_backend,
+    register_backend,
+    unregister_backend,
+)
 
-__all__ = ["Backend", "ProduceJob", "ProduceResult", "backend_names", "get_backend", "register_backend"]
+__all__ = ["Backend", "BackendSupport", "ProduceJob", "ProduceResult", "SupportQuery", "all_backends", "backend_names",
+           "backends_for", "get_backend", "register_backend", "unregister_backend"]

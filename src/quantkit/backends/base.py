@@ -16,7 +16,34 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from quantkit.errors import MissingDependencyError, QuantkitError, UnknownNameError
+from quantkit.hardware import Hardware
 from quantkit.schemes import Scheme
+
+
+@dataclass(frozen=True)
+class SupportQuery:
+    """What the planner asks every backend: can you produce ``scheme`` for ``hardware`` here, and how much
+    would you like to?
+
+    ``device`` is where the producer runs (``"cuda"`` or ``"cpu"``); ``for_vllm``: the checkpoint must load in
+    vLLM; ``tied_embeddings``: the model ties ``lm_head`` to the input embeddings.
+    """
+
+    scheme: Scheme
+    hardware: Hardware
+    device: str = "cpu"
+    for_vllm: bool = True
+    tied_embeddings: bool = False
+
+
+@dataclass(frozen=True)
+class BackendSupport:
+    """A backend's answer: ``ok`` (it can), ``reason`` (shown in the plan either way) and ``preference``
+    (among backends that can, the highest wins; ties go to the first registered)."""
+
+    ok: bool
+    reason: str
+    preference: int = 0
 
 
 @dataclass(frozen=True)
@@ -24,7 +51,9 @@ class ProduceJob:
     """Everything a backend needs to write one checkpoint.
 
     ``model`` and ``tokenizer`` are loaded transformers objects; ``calibration`` holds tokenized samples
-    (lists of token ids), empty for data-free schemes; ``ignore`` uses the model's module names.
+    (lists of token ids), empty for data-free schemes; ``ignore`` uses the model's module names. Every field
+    but the loaded objects comes from the :class:`~quantkit.planning.planner.Plan`: a backend executes
+    decisions, it does not make them.
     """
 
     model: Any
@@ -54,8 +83,18 @@ class Backend(ABC):
     requires: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
-    def supports(self, scheme: Scheme) -> bool:
-        """Whether this backend can produce ``scheme`` at all."""
+    def can_produce(self, scheme: Scheme) -> bool:
+        """Whether this backend has a recipe for ``scheme`` at all (``quantkit schemes`` lists it)."""
+
+    @abstractmethod
+    def supports(self, query: SupportQuery) -> BackendSupport:
+        """Whether, and how gladly, this backend produces ``query.scheme`` for ``query.hardware`` here. The
+        planner asks every registered backend and picks; nothing outside ``backends/`` names a backend."""
+
+    def vllm_method(self, scheme: Scheme) -> str | None:  # noqa: B027 - optional hook
+        """The quantization method vLLM will detect on this backend's checkpoint of ``scheme`` (the pipeline
+        checks the written checkpoint against it); None when the backend cannot say."""
+        return None
 
     def check_environment(self) -> None:
         """Fail early, with the exact install line, when a required package is missing."""
@@ -68,7 +107,8 @@ class Backend(ABC):
             )
 
     def check_job(self, job: ProduceJob, *, device: str) -> None:  # noqa: B027 - optional hook
-        """Refuse, before any work, a job this backend cannot do on ``device`` ("cpu" or "cuda")."""
+        """Refuse, before any work, a job this backend cannot do on ``device`` ("cpu" or "cuda") that
+        :meth:`supports` cannot see (e.g. a KV-cache dtype without a config)."""
 
     @abstractmethod
     def produce(self, job: ProduceJob, out_dir: Path) -> ProduceResult:
@@ -99,6 +139,25 @@ def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
 def backend_names() -> tuple[str, ...]:
     """Names of every backend quantkit knows (registered or importable on demand)."""
     return tuple(sorted(set(_MODULES) | set(_REGISTRY)))
+
+
+def all_backends() -> list[Backend]:
+    """One instance of every known backend, in registration order (imports each module; none imports torch
+    at module level)."""
+    for name in _MODULES:
+        if name not in _REGISTRY:
+            importlib.import_module(_MODULES[name])
+    return [cls() for cls in _REGISTRY.values()]
+
+
+def backends_for(scheme: Scheme) -> tuple[str, ...]:
+    """Names of the backends that have a recipe for ``scheme``."""
+    return tuple(b.name for b in all_backends() if b.can_produce(scheme))
+
+
+def unregister_backend(name: str) -> None:
+    """Remove a backend registered at run time (tests clean up with it)."""
+    _REGISTRY.pop(name, None)
 
 
 def get_backend(name: str) -> Backend:

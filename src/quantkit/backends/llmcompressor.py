@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from quantkit.backends.base import Backend, ProduceJob, ProduceResult, register_backend
+from quantkit.backends.base import Backend, BackendSupport, ProduceJob, ProduceResult, SupportQuery, register_backend
 from quantkit.errors import BackendError, UnsupportedSchemeError
 from quantkit.schemes import Scheme
 
@@ -37,11 +37,22 @@ class LlmCompressorBackend(Backend):
 
     requires = {"llmcompressor": "llmcompressor==0.14.0.1", "compressed_tensors": "compressed-tensors==0.19.0"}
 
-    def supports(self, scheme: Scheme) -> bool:
+    def can_produce(self, scheme: Scheme) -> bool:
         return scheme.llmcompressor is not None
 
+    def supports(self, query: SupportQuery) -> BackendSupport:
+        rec = query.scheme.llmcompressor
+        if rec is None:
+            return BackendSupport(False, f"llm-compressor has no recipe for {query.scheme.name}")
+        data = "data-free" if not query.scheme.needs_calibration else f"{rec.algorithm} with calibration data"
+        return BackendSupport(True, f"producer llm-compressor ({rec.preset}, {data}): compressed-tensors output "
+                                    "that vLLM detects without flags", preference=1)
+
+    def vllm_method(self, scheme: Scheme) -> str | None:
+        return "compressed-tensors"
+
     def check_job(self, job: ProduceJob, *, device: str) -> None:
-        if not self.supports(job.scheme):
+        if not self.can_produce(job.scheme):
             raise UnsupportedSchemeError(f"llm-compressor has no recipe for {job.scheme.name}.",
                                          fix="Use backend='modelopt' or another scheme.")
 

@@ -34,9 +34,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from quantkit.backends.base import Backend, ProduceJob, ProduceResult, register_backend
+from quantkit.backends.base import Backend, BackendSupport, ProduceJob, ProduceResult, SupportQuery, register_backend
 from quantkit.errors import BackendError, MissingDependencyError, UnsupportedSchemeError
 from quantkit.schemes import SCHEMES, ModelOptRecipe, Scheme
+from quantkit.vllm_facts import MODELOPT_KV_ALGOS, modelopt_algo_for, modelopt_method
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,33 @@ def import_modelopt() -> tuple[Any, Callable[..., Any]]:
 
 
 def loadable_algos() -> tuple[str, ...]:
-    """The ModelOpt ``quant_algo`` values of the scheme table that vLLM loads."""
-    return tuple(sorted({s.modelopt.quant_algo for s in SCHEMES.values() if s.modelopt and s.modelopt.vllm_loadable}))
+    """The ModelOpt ``quant_algo`` values vLLM loads (the installed vLLM's registry, else the facts table)."""
+    from quantkit.validation.vllm_registry import vllm_facts
+
+    return tuple(sorted(vllm_facts().modelopt_algos))
+
+
+def _refusal(scheme: Scheme, *, device: str, for_vllm: bool) -> tuple[str, str] | None:
+    """Why ModelOpt cannot give a usable checkpoint of ``scheme`` here, with the fix; None when it can."""
+    recipe = scheme.modelopt
+    if recipe is None:
+        with_mo = [s.name for s in SCHEMES.values() if s.modelopt is not None]
+        return (f"ModelOpt has no recipe for {scheme.name} in quantkit.",
+                f"Use backend='llmcompressor', or a scheme ModelOpt makes: {', '.join(with_mo)}.")
+    algo = modelopt_algo_for(scheme.name)
+    if for_vllm and algo not in loadable_algos():
+        alt = (f"produce {scheme.name} with backend='llmcompressor' (compressed-tensors, which vLLM loads)"
+               if scheme.llmcompressor else "pick a scheme whose ModelOpt export vLLM loads")
+        return (f"ModelOpt's {recipe.config} exports quant_algo {algo}, which vLLM's ModelOpt loader rejects "
+                f"(it loads {', '.join(loadable_algos())}).",
+                f"To serve with vLLM, {alt}; if the checkpoint is for TensorRT-LLM or another runtime, pass "
+                "for_vllm=False (CLI: --not-for-vllm).")
+    if recipe.needs_cuda and device != "cuda":
+        return (f"ModelOpt's {recipe.config} ({scheme.name}) needs a CUDA GPU to quantize, and this machine has "
+                f"none. {recipe.note}".rstrip(),
+                "Run quantize on a machine with a CUDA GPU"
+                + (", or use backend='llmcompressor', which produces it on CPU." if scheme.llmcompressor else "."))
+    return None
 
 
 def check_request(scheme: Scheme, *, device: str, kv_cache: str = "auto", for_vllm: bool = True) -> None:
@@ -133,26 +159,9 @@ def check_request(scheme: Scheme, *, device: str, kv_cache: str = "auto", for_vl
             needs CUDA on a machine without it; a KV dtype ModelOpt has no config for. The message names the
             alternative (the llm-compressor route, a GPU, ``for_vllm=False``).
     """
-    recipe = scheme.modelopt
-    if recipe is None:
-        alt = " Use backend='llmcompressor'." if scheme.llmcompressor else ""
-        with_mo = [s.name for s in SCHEMES.values() if s.modelopt is not None]
-        raise UnsupportedSchemeError(f"ModelOpt has no recipe for {scheme.name} in quantkit.{alt}",
-                                     fix=f"Use backend='llmcompressor', or a scheme ModelOpt makes: {', '.join(with_mo)}.")
-    if for_vllm and not recipe.vllm_loadable:
-        alt = (f"produce {scheme.name} with backend='llmcompressor' (compressed-tensors, which vLLM loads)"
-               if scheme.llmcompressor else "pick a scheme whose ModelOpt export vLLM loads")
-        raise UnsupportedSchemeError(
-            f"ModelOpt's {recipe.config} exports quant_algo {recipe.quant_algo}, which vLLM's ModelOpt loader "
-            f"rejects (it loads {', '.join(loadable_algos())}).",
-            fix=f"To serve with vLLM, {alt}; if the checkpoint is for TensorRT-LLM or another runtime, pass "
-                "for_vllm=False (CLI: --not-for-vllm).")
-    if recipe.needs_cuda and device != "cuda":
-        raise UnsupportedSchemeError(
-            f"ModelOpt's {recipe.config} ({scheme.name}) needs a CUDA GPU to quantize, and this machine has none. "
-            f"{recipe.note}".rstrip(),
-            fix=("Run quantize on a machine with a CUDA GPU"
-                 + (", or use backend='llmcompressor', which produces it on CPU." if scheme.llmcompressor else ".")))
+    refused = _refusal(scheme, device=device, for_vllm=for_vllm)
+    if refused is not None:
+        raise UnsupportedSchemeError(refused[0], fix=refused[1])
     if kv_cache not in KV_CONFIGS:
         raise UnsupportedSchemeError(f"ModelOpt has no KV-cache config for {kv_cache!r} in quantkit.",
                                      fix=f"Use kv_cache in {sorted(KV_CONFIGS)}.")
@@ -164,8 +173,35 @@ class ModelOptBackend(Backend):
 
     requires = {"modelopt": "nvidia-modelopt==0.47.0", "transformers": "transformers>=5.15,<=5.17.0"}
 
-    def supports(self, scheme: Scheme) -> bool:
+    def can_produce(self, scheme: Scheme) -> bool:
         return scheme.modelopt is not None
+
+    def supports(self, query: SupportQuery) -> BackendSupport:
+        """ModelOpt can when it has a recipe, vLLM loads the export (unless ``for_vllm`` is off) and, for CUDA-only
+        configs, a GPU is here. It is preferred for NVFP4 on FP4-native GPUs (NVIDIA's own path, also read by
+        TensorRT-LLM and SGLang), except for tied-embedding models: their exports need untying for vLLM
+        (vllm#45543), which compressed-tensors output does not."""
+        sch = query.scheme
+        refused = _refusal(sch, device=query.device, for_vllm=query.for_vllm)
+        if refused is not None:
+            return BackendSupport(False, refused[0])
+        recipe = sch.modelopt
+        assert recipe is not None  # _refusal returns a reason when there is no recipe
+        algo = modelopt_algo_for(sch.name)
+        loaded_as = f"loaded by vLLM as {modelopt_method(algo)}" if query.for_vllm else "not for vLLM"
+        if query.tied_embeddings and query.for_vllm:
+            return BackendSupport(True, f"producer ModelOpt ({recipe.config}) possible, but ModelOpt exports of "
+                                        "tied-embedding models must be untied to load in vLLM (vllm#45543); "
+                                        "compressed-tensors output loads as is", preference=0)
+        if sch.weights.format == "nvfp4" and query.hardware.fp4_native:
+            return BackendSupport(True, f"producer ModelOpt ({recipe.config}): NVIDIA's path for {sch.name} on "
+                                        f"{query.hardware.name}, {loaded_as}", preference=2)
+        return BackendSupport(True, f"producer ModelOpt ({recipe.config}), {loaded_as}", preference=0)
+
+    def vllm_method(self, scheme: Scheme) -> str | None:
+        """ModelOpt exports say ``quant_method: modelopt``; vLLM picks the config class from ``quant_algo``
+        (the facts table), but the checkpoint itself declares ``modelopt``."""
+        return "modelopt"
 
     def check_environment(self) -> None:
         super().check_environment()
@@ -249,7 +285,7 @@ class ModelOptBackend(Backend):
             export_hf_checkpoint(job.model, export_dir=out_dir)
         job.tokenizer.save_pretrained(out_dir)
         result.timings["save_s"] = time.perf_counter() - t1
-        _check_export(out_dir, recipe, job.kv_cache)
+        _check_export(out_dir, recipe, job.kv_cache, job.scheme.name)
         return result
 
 
@@ -364,7 +400,7 @@ def _translated(what: str) -> Iterator[None]:
         raise BackendError(f"{what}: {text}", fix=fix) from exc
 
 
-def _check_export(out_dir: Path, recipe: ModelOptRecipe, kv_cache: str) -> None:
+def _check_export(out_dir: Path, recipe: ModelOptRecipe, kv_cache: str, scheme_name: str) -> None:
     """The export says what the table promised: the quant_algo vLLM dispatches on, and the KV algo."""
     side = out_dir / "hf_quant_config.json"
     if not side.is_file():
@@ -372,13 +408,14 @@ def _check_export(out_dir: Path, recipe: ModelOptRecipe, kv_cache: str) -> None:
                            fix="Check that the model has nn.Linear layers outside the ignore list.")
     quant = json.loads(side.read_text()).get("quantization") or {}
     algo = str(quant.get("quant_algo") or "").upper()
-    if algo != recipe.quant_algo:
-        raise BackendError(f"ModelOpt's {recipe.config} exported quant_algo {algo or None!r}, but quantkit's scheme "
-                           f"table says {recipe.quant_algo!r}: the table is out of date for this ModelOpt version.",
+    expected = modelopt_algo_for(scheme_name)
+    if algo != expected:
+        raise BackendError(f"ModelOpt's {recipe.config} exported quant_algo {algo or None!r}, but quantkit's facts "
+                           f"table says {expected!r}: the table is out of date for this ModelOpt version.",
                            fix=f"Install nvidia-modelopt {TESTED_VERSIONS['nvidia-modelopt'][0]}, or update "
-                               "ModelOptRecipe.quant_algo in quantkit/schemes.py.")
+                               "MODELOPT_ALGOS in quantkit/vllm_facts.py.")
     kv = quant.get("kv_cache_quant_algo")
-    if (kv_cache == "fp8") != (str(kv).upper() == "FP8"):
+    if MODELOPT_KV_ALGOS.get(kv_cache) != (str(kv).upper() if kv else None):
         raise BackendError(f"kv_cache={kv_cache!r} was asked for but the export has kv_cache_quant_algo {kv!r}.",
                            fix="The model's attention may not be one ModelOpt instruments for KV quantization.")
 

@@ -18,6 +18,7 @@ from quantkit.errors import (
     CheckpointReadError,
     ModelNotFoundError,
     OutputExistsError,
+    PlanOptionError,
     QuantkitError,
     UnknownNameError,
     UnsupportedSchemeError,
@@ -33,7 +34,7 @@ app = typer.Typer(
 
 #: errors that mean "the input was wrong" (exit 2) rather than "a check failed" (exit 1)
 BAD_INPUT = (UnknownNameError, ModelNotFoundError, CheckpointReadError, OutputExistsError,
-             CalibrationDataError, UnsupportedSchemeError)
+             CalibrationDataError, UnsupportedSchemeError, PlanOptionError)
 
 #: the exit code of a command stopped by Ctrl-C (128 + SIGINT, what a shell reports)
 INTERRUPTED = 130
@@ -49,13 +50,11 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
     logging.basicConfig(level=level, format="[quantkit] %(message)s", stream=sys.stderr)
 
 
-_COMMAND_MODULES = ("tables", "quantize", "validate", "plan", "serve", "report")
+#: every command module, in one place; importing one registers its commands on ``app`` (an import error is a
+#: bug and surfaces as such)
+_COMMAND_MODULES = ("tables", "quantize", "validate", "plan", "load", "serve", "report")
 for _name in _COMMAND_MODULES:
-    try:
-        importlib.import_module(f"quantkit.cli.{_name}")
-    except ModuleNotFoundError as _exc:  # a command module not written yet must not break the others
-        if _exc.name != f"quantkit.cli.{_name}":
-            raise
+    importlib.import_module(f"quantkit.cli.{_name}")
 
 
 def exit_code_for(exc: QuantkitError) -> int:

@@ -18,6 +18,11 @@ def plan_command(
     hardware: str = typer.Option(None, "--hardware", "-H",
                                  help=f"Serving target: {', '.join(HARDWARE)}. Default: the local GPU, else cpu."),
     workload: str = typer.Option("balanced", "--workload", "-w", help=f"One of {', '.join(WORKLOADS)}."),
+    scheme: str = typer.Option(None, "--scheme", "-s", help="Force a scheme (`quantkit schemes`); checked, explained."),
+    backend: str = typer.Option(None, "--backend", help="Force a backend (default: every backend is asked)."),
+    group_size: int = typer.Option(None, "--group-size", min=1, help="Force a 4-bit group size."),
+    ignore: list[str] = typer.Option(None, "--ignore", help="Extra module name or 're:' pattern to keep 16-bit."),
+    not_for_vllm: bool = typer.Option(False, "--not-for-vllm", help="Allow exports vLLM cannot load."),
     kv_cache: str = typer.Option(None, "--kv-cache", help=f"Force the KV-cache dtype: {', '.join(KV_CACHE_DTYPES)}."),
     max_model_len: int = typer.Option(4096, "--max-model-len", min=1, help="Context length per sequence."),
     concurrency: int = typer.Option(16, "--concurrency", "-c", min=1, help="Sequences served at once."),
@@ -35,7 +40,8 @@ def plan_command(
         return
     from quantkit.planning.planner import plan
 
-    result = plan(model, hardware, workload=workload, kv_cache=kv_cache, max_model_len=max_model_len,
+    result = plan(model, hardware, scheme=scheme, backend=backend, group_size=group_size, ignore=tuple(ignore or ()),
+                  for_vllm=not not_for_vllm, workload=workload, kv_cache=kv_cache, max_model_len=max_model_len,
                   concurrency=concurrency, tensor_parallel_size=tensor_parallel_size,
                   accuracy_critical=accuracy_critical)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from quantkit.cli import INTERRUPTED, app
-from quantkit.cli.load import json_errors, load_call, vllm_serve_command, work_output_to_stderr
+from quantkit.cli.common import json_errors, load_call, vllm_serve_command, work_output_to_stderr
 from quantkit.errors import QuantkitError
 
 
@@ -18,7 +18,8 @@ def quantize_command(
     model: str = typer.Argument("embedded", help="Checkpoint directory, or 'embedded' for SmolLM2-135M."),
     scheme: str = typer.Option("auto", "--scheme", "-s",
                                help="Scheme (`quantkit schemes`) or 'auto' (`quantkit plan`)."),
-    hardware: str = typer.Option("h100", "--hardware", "-H", help="Serving target (`quantkit hardware`)."),
+    hardware: str = typer.Option(None, "--hardware", "-H",
+                                 help="Serving target (`quantkit hardware`); default: the local GPU, else cpu."),
     output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Default: ./<model>-<scheme>."),
     backend: str = typer.Option(None, "--backend", help="llmcompressor or modelopt (default: chosen per scheme)."),
     kv_cache: str = typer.Option(None, "--kv-cache", help="'fp8' for an FP8 KV cache with calibrated scales."),

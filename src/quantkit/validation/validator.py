@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from quantkit.checkpoint.reader import CheckpointView
-from quantkit.errors import UnknownNameError
+from quantkit.errors import PlanOptionError, UnknownNameError
 from quantkit.hardware import Hardware, get_hardware
 from quantkit.validation.checks import run_checks
 from quantkit.validation.context import Context, Target
@@ -24,7 +24,7 @@ def _target(hardware: str | Hardware | None, tensor_parallel_size: int | None, v
     hw = get_hardware(hardware) if hardware is not None else None
     tp = 1 if tensor_parallel_size is None else tensor_parallel_size
     if type(tp) is not int or tp < 1:
-        raise UnknownNameError(f"tensor_parallel_size must be a positive integer, got {tensor_parallel_size!r}.",
+        raise PlanOptionError(f"tensor_parallel_size must be a positive integer, got {tensor_parallel_size!r}.",
                                fix="Pass the number of GPUs vLLM will shard each layer across (1, 2, 4, 8).")
     if vllm_version is not None:
         if not parse_version(vllm_version):
@@ -60,8 +60,8 @@ def validate(path: str | Path, hardware: str | Hardware | None = None, *, tensor
     Raises:
         CheckpointReadError: the checkpoint cannot be read at all (missing path or config.json, JSON that
             does not parse, a truncated or corrupt safetensors header).
-        UnknownNameError: ``hardware``, ``tensor_parallel_size`` or ``vllm_version`` is not valid; the
-            message lists the valid values.
+        UnknownNameError: ``hardware`` or ``vllm_version`` is not valid; the message lists the valid values.
+        PlanOptionError: ``tensor_parallel_size`` is not a positive integer.
     """
     t0 = time.perf_counter()
     facts = vllm_facts()

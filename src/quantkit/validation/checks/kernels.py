@@ -11,6 +11,7 @@ from quantkit.validation.context import Context
 from quantkit.validation.layout import is_row_parallel
 from quantkit.validation.report import wildcard
 from quantkit.validation.resolve import Resolved
+from quantkit.vllm_facts import MACHETE_SMS, MARLIN_MIN_SM
 
 
 def _used_schemes(ctx: Context) -> dict[str, tuple[Resolved, list[str]]]:
@@ -80,11 +81,11 @@ def _shard(out_f: int, in_f: int, tp: int, row: bool) -> tuple[int, int]:
 @check("marlin-eligible")
 def marlin_eligible(ctx: Context) -> None:
     hw = ctx.target.hardware
-    if hw is not None and (hw.kind != "cuda" or (hw.capability or 0) < 75):
-        return  # Marlin is a CUDA kernel (SM 7.5+); hardware-capability covers older GPUs
+    if hw is not None and (hw.kind != "cuda" or (hw.capability or 0) < MARLIN_MIN_SM):
+        return  # Marlin is a CUDA kernel; hardware-capability covers older GPUs
     facts, tp = ctx.facts, ctx.target.tensor_parallel_size
     where = f"on {hw.name}" if hw else "on a CUDA GPU"
-    slower = ("Machete first on Hopper, else " if hw is not None and hw.capability == 90 else "") + \
+    slower = ("Machete first on Hopper, else " if hw is not None and hw.capability in MACHETE_SMS else "") + \
         "Conch, Exllama (fp16 activations only) or Triton W4A16"
     shard = "per-shard " if tp > 1 else ""
     problems: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)

@@ -1,0 +1,136 @@
+"""Helpers the command modules share: the ``vllm serve`` line, the Python ``load()`` call, JSON error output,
+keeping producers' console output off stdout, and running a vLLM probe here or in the serve environment.
+
+No command lives here; each command is a module of its own, registered in ``quantkit/cli/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from quantkit.errors import EnvironmentNotFoundError, QuantkitError
+
+if TYPE_CHECKING:
+    from quantkit.serve.engine import ServePlan
+
+#: environment that quantkit sets for its own runs only (a cache location); not part of a serve command
+QUANTKIT_ONLY_ENV = frozenset({"VLLM_CACHE_ROOT"})
+
+
+def vllm_serve_command(path: str | Path, plan: ServePlan) -> str:
+    """The ``vllm serve`` command line that serves ``path`` the way :func:`quantkit.load` loads it.
+
+    Engine arguments become flags (``kv_cache_dtype="fp8"`` -> ``--kv-cache-dtype fp8``, ``True`` -> a bare
+    flag); environment variables vLLM needs (``VLLM_CPU_KVCACHE_SPACE`` on CPU) are prefixed. No
+    ``--quantization`` flag: vLLM detects compressed-tensors and ModelOpt checkpoints itself.
+    """
+    env = [f"{k}={shlex.quote(str(v))}" for k, v in sorted(plan.env.items()) if k not in QUANTKIT_ONLY_ENV]
+    words = ["vllm", "serve", shlex.quote(str(path))]
+    for key, value in plan.engine_args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is not None and value is not False:
+            words += [flag, shlex.quote(str(value))]
+    return " ".join(env + words)
+
+
+def load_call(path: str | Path, hardware: str, kv_cache_dtype: str | None = None,
+              engine_args: dict[str, Any] | None = None) -> str:
+    """The Python call that loads ``path`` (what a notebook would type)."""
+    args = [repr(str(path)), f"hardware={hardware!r}"]
+    if kv_cache_dtype:
+        args.append(f"kv_cache_dtype={kv_cache_dtype!r}")
+    args += [f"{k}={v!r}" for k, v in (engine_args or {}).items()]
+    return f"from quantkit import load; llm = load({', '.join(args)})"
+
+
+@contextmanager
+def json_errors(as_json: bool) -> Iterator[None]:
+    """With ``--json``, a quantkit error also prints ``{"ok": false, "error": {...}}`` on stdout.
+
+    The error is re-raised, so ``quantkit.cli.main`` still prints the readable paragraph on stderr and picks
+    the exit code (2 bad input, 1 otherwise). A machine reading stdout always gets one JSON object.
+    """
+    try:
+        yield
+    except QuantkitError as exc:
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "error": exc.to_dict()}))
+        raise
+
+
+@contextmanager
+def work_output_to_stderr() -> Iterator[None]:
+    """Send whatever the libraries print while a command works to stderr; stdout is for the command's result.
+
+    llm-compressor attaches its loguru console sink to ``sys.stdout`` when it is first imported, ModelOpt and
+    vLLM print progress there too; inside this block ``sys.stdout`` is stderr, so ``--json`` output stays the
+    only thing on stdout.
+    """
+    with redirect_stdout(sys.stderr):
+        yield
+
+
+def vllm_here() -> bool:
+    """Whether this interpreter can import vLLM (the serve environment) -- without importing it."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def route_vllm_logs_to_stderr() -> None:
+    """vLLM logs to stdout by default; stdout of a quantkit command is for its result (``--json``)."""
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    if logging.getLogger().getEffectiveLevel() >= logging.WARNING:  # --quiet
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+def run_probe(path: Path, *, hardware: str | None, prompts: list[str] | None, max_tokens: int, perplexity: bool,
+              eval_tokens: int, speed: bool, kv_cache_dtype: str | None,
+              engine_args: dict[str, Any]) -> dict[str, Any]:
+    """Load ``path`` in vLLM and measure it: in this process when vLLM is here, else in the serve environment.
+
+    The serve environment answers ``python -m quantkit generate PATH --json``, so both routes return the
+    same JSON object.
+    """
+    if vllm_here():
+        route_vllm_logs_to_stderr()
+        from quantkit.serve.probe import DEFAULT_PROMPTS, probe
+
+        return probe(path, hardware=hardware, prompts=tuple(prompts) if prompts else DEFAULT_PROMPTS,
+                     max_tokens=max_tokens, perplexity=perplexity, eval_tokens=eval_tokens, speed=speed,
+                     kv_cache_dtype=kv_cache_dtype, **engine_args)
+    from quantkit.serve.remote import probe_remote, serve_python
+
+    py = serve_python()  # EnvironmentNotFoundError (with the fix) when there is no serve environment
+    # compare without resolving symlinks: every venv's python links to the same base interpreter
+    if os.path.abspath(py) == os.path.abspath(sys.executable):  # pragma: no cover - vLLM vanished under us
+        raise EnvironmentNotFoundError("The serve environment's python cannot import vLLM.",
+                                       fix="Recreate it: scripts/setup_envs.sh serve.")
+    extra: list[str] = []
+    if kv_cache_dtype:
+        extra += ["--kv-cache-dtype", kv_cache_dtype]
+    for key, flag in (("tensor_parallel_size", "--tensor-parallel-size"), ("max_model_len", "--max-model-len")):
+        if engine_args.get(key) is not None:
+            extra += [flag, str(engine_args[key])]
+    return probe_remote(path, hardware=hardware, perplexity=perplexity, speed=speed, max_tokens=max_tokens,
+                        eval_tokens=eval_tokens, prompts=prompts, extra=extra, python=py)
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """``quantkit.json`` of a checkpoint quantkit wrote (scheme, backend, target, notes), or None."""
+    f = Path(path) / "quantkit.json"
+    try:
+        return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+    except (OSError, ValueError):
+        return None
