@@ -385,7 +385,7 @@ def test_gpu_formats_are_refused_by_vllm_cpu(scheme: str, embedded_path: Path, t
     m = measure(res.output_dir, hardware="cpu", eval_tokens=64, speed=False, perplexity=False, prompts=PROMPTS[:1],
                 max_tokens=2)
     assert not m["served"], f"vllm-cpu now serves ModelOpt {scheme}: update the scheme table ({CPU_REFUSALS[scheme]})"
-    assert SCHEMES[scheme].cpu == "no"
+    assert SCHEMES[scheme].serving.cpu == "no"
 
 
 # ------------------------------------------------------------------------------ docs follow the table

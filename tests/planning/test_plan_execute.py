@@ -59,17 +59,31 @@ def _recipe(p: Plan) -> list[str]:
     return [repr(m) for m in backend.recipe(job)]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("hw", ["h100", "b200", "a100", "cpu", "mi300x", "t4"])
+@pytest.mark.parametrize("hw", list(HARDWARE))
 def test_the_backend_recipe_comes_from_the_plan_alone(hw: str, embedded_path: Path) -> None:
     for name, scheme in SCHEMES.items():
         if not support(scheme, HARDWARE[hw]).runs or scheme.llmcompressor is None:
             continue
+        auto_backend = plan(embedded_path, hw, scheme=name).backend
+        assert auto_backend == "llmcompressor" or scheme.modelopt is not None, name
         p = plan(embedded_path, hw, scheme=name, backend="llmcompressor")
         again = plan(embedded_path, hw, scheme=name, backend="llmcompressor", group_size=p.group_size,
                      kv_cache=p.kv_cache_dtype)
         assert _recipe(p) == _recipe(again), name
         if p.group_size:
             assert f"group_size={p.group_size}" in "".join(_recipe(p)), name
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "embedded"])
+def test_recipes_follow_the_plan_on_real_architectures(arch: str, arch_dir: Callable[[str], Path]) -> None:
+    """The ignore list and group size in the recipe are the plan's, for every architecture's h100 plan."""
+    path = arch_dir(arch)
+    for name in ("fp8-dynamic", "w4a16", "nvfp4a16"):
+        p = plan(path, "h100", scheme=name, backend="llmcompressor")
+        recipe = "".join(_recipe(p))
+        assert all(repr(entry) in recipe for entry in p.ignore), (arch, name)
+        assert _recipe(p) == _recipe(plan(path, "h100", scheme=name, backend="llmcompressor",
+                                          group_size=p.group_size, ignore=p.ignore))
 
 
 def test_quantize_refuses_a_plan_with_second_opinions(embedded_path: Path) -> None:

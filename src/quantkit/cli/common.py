@@ -10,7 +10,6 @@ import importlib.util
 import json
 import logging
 import os
-import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from quantkit.errors import EnvironmentNotFoundError, QuantkitError
+from quantkit.serve.command import vllm_serve_line
 
 if TYPE_CHECKING:
     from quantkit.serve.engine import ServePlan
@@ -35,15 +35,8 @@ def vllm_serve_command(path: str | Path, plan: ServePlan) -> str:
     flag); environment variables vLLM needs (``VLLM_CPU_KVCACHE_SPACE`` on CPU) are prefixed. No
     ``--quantization`` flag: vLLM detects compressed-tensors and ModelOpt checkpoints itself.
     """
-    env = [f"{k}={shlex.quote(str(v))}" for k, v in sorted(plan.env.items()) if k not in QUANTKIT_ONLY_ENV]
-    words = ["vllm", "serve", shlex.quote(str(path))]
-    for key, value in plan.engine_args.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            words.append(flag)
-        elif value is not None and value is not False:
-            words += [flag, shlex.quote(str(value))]
-    return " ".join(env + words)
+    env = {k: v for k, v in plan.env.items() if k not in QUANTKIT_ONLY_ENV}
+    return vllm_serve_line(path, plan.engine_args, env)
 
 
 def load_call(path: str | Path, hardware: str, kv_cache_dtype: str | None = None,

@@ -25,7 +25,14 @@ def scheme_rows(hardware: str | None = None) -> list[dict[str, Any]]:
     hw = get_hardware(hardware) if hardware else None
     rows = []
     for s in SCHEMES.values():
-        row = dataclasses.asdict(s) | {"backends": list(s.backends)}
+        fact = s.serving
+        row = dataclasses.asdict(s) | {
+            "backends": list(s.backends), "format": s.format_key, "weights_text": s.weights_text,
+            "activations_text": s.activations_text,
+            "gpu": {"native": fact.native_sm, "native_kernel": fact.native_kernel, "fallback": fact.fallback_sm,
+                    "fallback_kernel": fact.fallback_kernel},
+            "cpu": fact.cpu, "cpu_note": fact.cpu_note,
+        }
         if hw is not None:
             row["support"] = {"hardware": hw.name, **dataclasses.asdict(support(s, hw))}
         rows.append(row)

@@ -116,7 +116,10 @@ def choose_kv_cache_dtype(config: Mapping[str, Any], hardware: str | Hardware) -
             warnings.append(MLA_FP8_MULTITURN_WARNING)
         if not sup.native:
             warnings.append(sup.why)
-        return "fp8", f"the checkpoint carries calibrated FP8 k/v scales and {sup.why}", warnings
+        qc = config.get("quantization_config") or {}
+        key = "kv_cache_scheme" if isinstance(qc, Mapping) and qc.get("kv_cache_scheme") else "kv_cache_quant_algo"
+        return "fp8", f"the checkpoint declares an FP8 KV cache ({key}) with calibrated k/v scales and {sup.why}", \
+            warnings
     if not sup.runs:
         return "auto", f"no FP8 KV here: {sup.why}", warnings
     return "auto", ("the checkpoint has no calibrated k/v scales (no kv_cache_scheme); FP8 KV with unit scales "

@@ -13,7 +13,6 @@ path: ``quantize()`` and ``load()`` execute the :class:`Plan`, they do not re-de
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +60,7 @@ from quantkit.planning.rules import (
     select_rule,
 )
 from quantkit.schemes import SCHEMES, KvCacheDtype, Scheme, SchemeName, get_scheme
+from quantkit.serve.command import serve_flags, vllm_serve_line
 from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS
 
 #: ``Plan.rule`` when the caller named the scheme
@@ -114,19 +114,11 @@ class Plan:
 
     def serve_flags(self) -> list[str]:
         """The engine arguments as ``vllm serve`` flags."""
-        words: list[str] = []
-        for key, value in self.vllm_args.items():
-            flag = "--" + key.replace("_", "-")
-            if value is True:
-                words.append(flag)
-            elif value is not None and value is not False:
-                words += [flag, shlex.quote(str(value))]
-        return words
+        return serve_flags(self.vllm_args)
 
     def vllm_serve_command(self, path: str | Path) -> str:
         """The ``vllm serve`` line for the checkpoint this plan produces at ``path``, env vars first."""
-        env = [f"{k}={shlex.quote(v)}" for k, v in sorted(self.vllm_env.items())]
-        return " ".join([*env, "vllm", "serve", shlex.quote(str(path)), *self.serve_flags()])
+        return vllm_serve_line(path, self.vllm_args, self.vllm_env)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the whole plan (scheme and hardware by name)."""
