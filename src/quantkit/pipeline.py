@@ -6,31 +6,30 @@ This module is the path of a checkpoint through quantkit; each step lives in its
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import platform
 import re
 import resource
 import time
-import copy
 from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from quantkit.backends import ProduceJob, all_backends, get_backend
 from quantkit.backends.base import Backend
-from quantkit.calibration import DEFAULT_MAX_SEQ_LENGTH, DEFAULT_NUM_SAMPLES, tokenize_samples
+from quantkit.calibration import (
+    DEFAULT_MAX_SEQ_LENGTH,
+    DEFAULT_NUM_SAMPLES,
+    tokenize_samples,
+)
 from quantkit.checkpoint import atomic
 from quantkit.errors import PlanOptionError, ValidationFailedError
 from quantkit.hardware import HardwareName, support
+from quantkit.planning.planner import EXPLICIT_RULE, Plan, plan
 from quantkit.schemes import KvCacheDtype, SchemeName
-
-if TYPE_CHECKING:  # pragma: no cover
-    from quantkit.planning.planner import Plan
-
-#: ``Plan.rule`` when the caller named the scheme (kept in sync with quantkit.planning.planner)
-EXPLICIT_RULE = "explicit"
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +168,6 @@ def quantize(
         ValidationFailedError: the checkpoint has error findings; it is kept at ``<output_dir>.rejected``.
     """
     t_start = time.perf_counter()
-    from quantkit.planning.planner import Plan, plan
-
     if isinstance(scheme, Plan):
         given = {"hardware": hardware, "backend": backend, "kv_cache": kv_cache, "group_size": group_size,
                  "ignore": tuple(ignore) or None, "for_vllm": None if for_vllm else False}

@@ -21,7 +21,7 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     out = [{"name": "original (bf16)", "ppl": (o.get("perplexity") or {}).get("perplexity"),
             "size_mb": None, "ratio": None, "tok_s_bs1": o.get("tokens_per_s_bs1"),
             "tok_s_bs16": o.get("tokens_per_s_bs16"), "load_s": o.get("load_s"), "agree": None,
-            "quantize_s": None, "served": o.get("served")}]
+            "quantize_s": None, "peak_mb": None, "served": o.get("served")}]
     for r in data["runs"]:
         q = r["quantized"]
         out.append({"name": r.get("scheme", Path(r["path"]).name),
@@ -31,24 +31,84 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
                     "tok_s_bs1": q.get("tokens_per_s_bs1"), "tok_s_bs16": q.get("tokens_per_s_bs16"),
                     "load_s": q.get("load_s"), "agree": (r.get("greedy_agreement") or {}).get("prefix"),
                     "quantize_s": (r.get("quantize") or {}).get("timings", {}).get("total_s"),
+                    "peak_mb": ((r.get("quantize") or {}).get("peak_rss_bytes") or 0) / 1e6 or None,
                     "served": q.get("served"), "ok": r["validation"]["ok"]})
     if out[0]["size_mb"] is None and data["runs"]:
         out[0]["size_mb"] = data["runs"][0]["original_bytes"] / 1e6
     return out
 
 
+#: a quantized model slower than this fraction of the original's tokens/s is a speed regression
+SLOWER_THAN = 0.95
+_BATCHES = (("tok_s_bs1", "batch 1"), ("tok_s_bs16", "batch 16"))
+
+
+def speed_regressions(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every (model, batch size) where the quantized checkpoint decodes slower than the original, with the
+    ratio and the reason the facts give (the kernel vLLM uses for the scheme on this target)."""
+    from quantkit.hardware import get_hardware, support
+    from quantkit.schemes import SCHEMES
+
+    table = rows(data)
+    orig, out = table[0], []
+    for r in table[1:]:
+        for key, label in _BATCHES:
+            o, q = orig.get(key), r.get(key)
+            if not o or q is None or q >= SLOWER_THAN * o:
+                continue
+            scheme = SCHEMES.get(r["name"])
+            why = ""
+            if scheme is not None:
+                try:
+                    why = f"kernel on {data['hardware']}: {support(scheme, get_hardware(data['hardware'])).kernel}"
+                except Exception:  # noqa: BLE001 - an unknown target in an old report: no reason, still flagged
+                    why = ""
+            out.append({"model": r["name"], "batch": label, "original": o, "quantized": q, "ratio": q / o,
+                        "why": why or "slower kernel than 16-bit on this target"})
+    return out
+
+
+def _speed_lines(data: dict[str, Any]) -> list[str]:
+    return [f"{s['model']} decodes slower than the original at {s['batch']}: {s['quantized']:.1f} vs "
+            f"{s['original']:.1f} tok/s ({s['ratio']:.2f}x); {s['why']}" for s in speed_regressions(data)]
+
+
+def _serve_line(path: str, hardware: str) -> str:
+    """The `vllm serve` line quantkit.load() would use for this checkpoint on this target."""
+    from quantkit.errors import QuantkitError
+    from quantkit.serve.command import vllm_serve_line
+    from quantkit.serve.engine import serve_plan
+
+    try:
+        sp = serve_plan(path, hardware)
+    except QuantkitError as exc:
+        return f"# not served on {hardware}: {exc.message}"
+    return vllm_serve_line(path, sp.engine_args, {k: v for k, v in sp.env.items() if k != "VLLM_CACHE_ROOT"})
+
+
 def markdown(data: dict[str, Any]) -> str:
-    lines = [f"# quantkit round-trip report", "",
+    lines = ["# quantkit round-trip report", "",
              f"- model: `{data['model']}`", f"- hardware target: `{data['hardware']}`",
              f"- machine: {platform.machine()} {platform.processor() or ''} Python {platform.python_version()}",
              f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
-             "| model | ppl (Hamlet) | size MB | ratio | greedy agreement | tok/s bs1 | tok/s bs16 | vLLM load s | quantize s | served by vLLM | valid |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | ppl (Hamlet) | size MB | ratio | greedy agreement | tok/s bs1 | tok/s bs16 | vLLM load s "
+             "| quantize s | quantize peak RSS MB | served by vLLM | valid |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    slow = {(s["model"], s["batch"]) for s in speed_regressions(data)}
+
+    def speed(r: dict[str, Any], key: str, label: str) -> str:
+        text = _fmt(r[key], ".1f")
+        return f"**{text} (slower)**" if (r["name"], label) in slow else text
+
     for r in rows(data):
         lines.append(f"| {r['name']} | {_fmt(r['ppl'])}{' (transformers)' if r.get('ppl_via') == 'transformers' else ''} "
                      f"| {_fmt(r['size_mb'], '.1f')} | {_fmt(r['ratio'])} | {_fmt(r['agree'], '.0%')} "
-                     f"| {_fmt(r['tok_s_bs1'], '.1f')} | {_fmt(r['tok_s_bs16'], '.1f')} | {_fmt(r['load_s'], '.1f')} "
-                     f"| {_fmt(r['quantize_s'], '.1f')} | {'yes' if r['served'] else 'no'} | {'yes' if r.get('ok', True) else 'NO'} |")
+                     f"| {speed(r, 'tok_s_bs1', 'batch 1')} | {speed(r, 'tok_s_bs16', 'batch 16')} | {_fmt(r['load_s'], '.1f')} "
+                     f"| {_fmt(r['quantize_s'], '.1f')} | {_fmt(r['peak_mb'], '.0f')} | {'yes' if r['served'] else 'no'} "
+                     f"| {'yes' if r.get('ok', True) else 'NO'} |")
+    regressions = _speed_lines(data)
+    if regressions:
+        lines += ["", "## Speed regressions", "", *(f"- {line}" for line in regressions)]
     for run in data["runs"]:
         lines += ["", f"## {run.get('scheme', run['path'])}", "", f"- checkpoint: `{run['path']}`"]
         q = run.get("quantize") or {}
@@ -58,8 +118,7 @@ def markdown(data: dict[str, Any]) -> str:
             lines.append(f"- vLLM could not serve it here: {run['quantized'].get('serve_error')}")
         for f in run["validation"]["findings"]:
             lines.append(f"- validator {f['severity']} `{f['rule']}`: {f['message']}")
-        lines += ["", "Serve it:", "", "```bash", f"vllm serve {run['path']}" +
-                  (" --kv-cache-dtype fp8" if run['quantized'].get('kv_cache_dtype') == 'fp8' else ""), "```"]
+        lines += ["", "Serve it:", "", "```bash", _serve_line(run["path"], data["hardware"]), "```"]
         gens = run["quantized"].get("generations") or []
         if gens:
             via = run["quantized"].get("generations_via")
@@ -102,7 +161,7 @@ def write_report(data: dict[str, Any], out_dir: Path) -> dict[str, str]:
     files = {"json": str(out_dir / JSON_NAME), "markdown": str(out_dir / MD_NAME)}
     if plot(data, out_dir / PNG_NAME):
         files["plot"] = str(out_dir / PNG_NAME)
-    data = dict(data, files=files)
+    data = dict(data, files=files, speed_regressions=speed_regressions(data))
     (out_dir / JSON_NAME).write_text(json.dumps(data, indent=2, default=str) + "\n")
     (out_dir / MD_NAME).write_text(markdown(data) + (f"\n![plot]({PNG_NAME})\n" if "plot" in files else ""))
     return files
@@ -114,10 +173,20 @@ def print_table(data: dict[str, Any]) -> None:
     from rich.table import Table
 
     t = Table(title=f"quantkit round trip: {Path(data['model']).name} → vLLM ({data['hardware']})")
-    for col in ("model", "ppl", "size MB", "ratio", "agree", "tok/s bs1", "tok/s bs16", "load s", "served"):
+    for col in ("model", "ppl", "size MB", "ratio", "agree", "tok/s bs1", "tok/s bs16", "load s", "peak MB",
+                "served"):
         t.add_column(col, no_wrap=True)
+    slow = {(s["model"], s["batch"]) for s in speed_regressions(data)}
+
+    def speed(r: dict[str, Any], key: str, label: str) -> str:
+        text = _fmt(r[key], ".1f")
+        return f"[bold red]{text} ↓[/bold red]" if (r["name"], label) in slow else text
+
     for r in rows(data):
         t.add_row(r["name"], _fmt(r["ppl"]), _fmt(r["size_mb"], ".1f"), _fmt(r["ratio"]), _fmt(r["agree"], ".0%"),
-                  _fmt(r["tok_s_bs1"], ".1f"), _fmt(r["tok_s_bs16"], ".1f"), _fmt(r["load_s"], ".1f"),
-                  "yes" if r["served"] else "no")
-    Console(width=max(Console().width, 110)).print(t)
+                  speed(r, "tok_s_bs1", "batch 1"), speed(r, "tok_s_bs16", "batch 16"), _fmt(r["load_s"], ".1f"),
+                  _fmt(r["peak_mb"], ".0f"), "yes" if r["served"] else "no")
+    console = Console(width=max(Console().width, 110))
+    console.print(t)
+    for line in _speed_lines(data):
+        console.print(f"[bold red]speed regression:[/bold red] {line}")
