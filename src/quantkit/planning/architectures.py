@@ -58,8 +58,34 @@ ARCHITECTURES: tuple[ArchFamily, ...] = (
                "DeepSeek-style MLA attention + MoE (router mlp.gate, shared experts), MTP layers",
                notes=("MLA: the KV cache holds one compressed latent per token (kv_lora_rank + rope dims)",)),
     ArchFamily("mixtral", ("mixtral",), "Mixtral sparse MoE (router block_sparse_moe.gate)"),
-    ArchFamily("nemotron-h", ("nemotron_h",), "hybrid Mamba-2 + attention (Nemotron-H)",
-               notes=("hybrid: Mamba mixers stay 16-bit",)),
+    # Hybrid state-space families. Defaults are those of the transformers config classes
+    # (src/transformers/models/<family>/configuration_<family>.py); the layer schedule each derives is in
+    # layer_layout(). In every one, vLLM's MambaMixer2 builds in_proj/out_proj with the quant config and conv1d
+    # with quant_config=None (vllm/model_executor/layers/mamba/mamba_mixer2.py), as llm-compressor and ModelOpt
+    # quantize them; Jamba's Mamba-1 mixer (mamba_mixer.py MambaMixer) takes no quant config at all.
+    ArchFamily("nemotron-h", ("nemotron_h",), "hybrid Mamba-2 + attention (Nemotron-H): hybrid_override_pattern",
+               {"num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "ssm_state_size": 128,
+                "mamba_num_heads": 128, "mamba_head_dim": 64, "n_groups": 8, "conv_kernel": 4},
+               notes=("hybrid: Mamba-2 in_proj/out_proj are quantized (as vLLM, llm-compressor and ModelOpt "
+                      "do); conv1d stays 16-bit; only the '*' attention layers hold a KV cache",)),
+    ArchFamily("granite-4-hybrid", ("granitemoehybrid",),
+               "hybrid Mamba-2 + attention MoE (Granite-4.0-H): layer_types mamba/attention",
+               {"mamba_n_heads": 128, "mamba_n_groups": 1, "mamba_d_state": 256, "mamba_d_conv": 4,
+                "mamba_expand": 2},
+               notes=("hybrid: Mamba-2 in_proj/out_proj are quantized (as vLLM, llm-compressor and ModelOpt "
+                      "do); conv1d stays 16-bit",)),
+    ArchFamily("jamba", ("jamba",),
+               "hybrid Mamba-1 + attention MoE (Jamba): attention where layer % attn_layer_period == offset",
+               {"num_attention_heads": 32, "num_key_value_heads": 8, "attn_layer_period": 8, "attn_layer_offset": 4,
+                "mamba_d_state": 16, "mamba_d_conv": 4, "mamba_expand": 2},
+               notes=("hybrid: Jamba's Mamba-1 mixers stay 16-bit: vLLM's MambaMixer builds them without a quant "
+                      "config (vllm/model_executor/layers/mamba/mamba_mixer.py)",)),
+    ArchFamily("falcon-h1", ("falcon_h1",),
+               "hybrid Falcon-H1: attention and a Mamba-2 mixer side by side in every layer",
+               {"num_attention_heads": 32, "num_key_value_heads": 8, "mamba_n_heads": 128, "mamba_n_groups": 1,
+                "mamba_d_state": 256, "mamba_d_conv": 4, "mamba_expand": 2, "mamba_d_ssm": 1024},
+               notes=("hybrid: every layer holds a KV cache and a Mamba-2 state; Mamba in_proj/out_proj are "
+                      "quantized (as vLLM, llm-compressor and ModelOpt do), conv1d stays 16-bit",)),
 )
 
 _BY_MODEL_TYPE = {mt: fam for fam in ARCHITECTURES for mt in fam.model_types}
@@ -75,6 +101,13 @@ class LayerSpec:
 
     kind: LayerKind
     window: int | None = None  # sliding window or attention chunk, in tokens
+    #: the layer also runs a Mamba mixer beside its attention (Falcon-H1): a KV cache *and* a recurrent state
+    mamba: bool = False
+
+    @property
+    def has_state(self) -> bool:
+        """Whether the layer keeps a fixed-size recurrent state per sequence (Gated DeltaNet or Mamba)."""
+        return self.kind in ("linear", "mamba") or self.mamba
 
 
 @dataclass(frozen=True)
@@ -154,7 +187,40 @@ _LAYER_TYPE_NAMES: dict[str, LayerKind] = {
     "chunked_attention": "chunked",
     "linear_attention": "linear",
     "mamba": "mamba", "mamba2": "mamba",
+    # Nemotron-H's MLP-only and MoE-only layers ('-' and 'E' in hybrid_override_pattern): no context store
+    "mlp": "none", "moe": "none",
 }
+
+#: families whose state-space layers are Mamba mixers. transformers now writes every recurrent layer as
+#: "linear_attention" (configuration_utils.py remap_legacy_layer_types: "mamba" -> "linear_attention", and
+#: NemotronHConfig._pattern_to_list: 'M' -> "linear_attention"), so in these families that name means Mamba,
+#: not Gated DeltaNet.
+MAMBA_MODEL_TYPES = frozenset({"nemotron_h", "granitemoehybrid", "jamba", "falcon_h1", "mamba", "mamba2",
+                               "falcon_mamba", "bamba", "zamba2"})
+
+#: Nemotron-H ``hybrid_override_pattern``: M = Mamba-2, * = attention, - = MLP only, E = MoE
+#: (transformers configuration_nemotron_h.py _pattern_to_list; vllm/model_executor/models/nemotron_h.py builds
+#: one decoder layer per character, so the pattern's length is the layer count)
+_NEMOTRON_PATTERN: dict[str, LayerKind] = {"M": "mamba", "*": "full", "-": "none", "E": "none"}
+
+
+def _layer_type_kind(name: str, model_type: str) -> LayerKind:
+    kind = _LAYER_TYPE_NAMES.get(name, "full")
+    return "mamba" if kind == "linear" and model_type in MAMBA_MODEL_TYPES else kind
+
+
+def num_layers(cfg: Mapping[str, Any]) -> int:
+    """Decoder layers (MTP excluded): ``num_hidden_layers``, or the length of the layer schedule where a config
+    gives only that (Nemotron-H: transformers derives the count from ``hybrid_override_pattern`` /
+    ``layers_block_type`` and deprecates ``num_hidden_layers``)."""
+    n = int(cfg.get("num_hidden_layers") or 0)
+    if n:
+        return n
+    for key in ("hybrid_override_pattern", "layers_block_type", "layer_types"):
+        value = cfg.get(key)
+        if isinstance(value, (str, list)) and value:
+            return len(value)
+    return 0
 
 
 def layer_layout(cfg: Mapping[str, Any]) -> tuple[LayerSpec, ...]:
@@ -162,18 +228,36 @@ def layer_layout(cfg: Mapping[str, Any]) -> tuple[LayerSpec, ...]:
 
     Reads ``layer_types`` when the config lists them; otherwise derives them the way each family's config
     class does (Qwen3-Next ``full_attention_interval``, Gemma-3 ``sliding_window_pattern``, Llama-4
-    ``no_rope_layers``, Nemotron-H ``hybrid_override_pattern``).
+    ``no_rope_layers``, Nemotron-H ``hybrid_override_pattern``, Jamba ``attn_layer_period``/``offset``,
+    Granite-4 hybrid all-Mamba by default, Falcon-H1 attention + Mamba in every layer).
     """
-    n = int(cfg.get("num_hidden_layers") or 0)
+    n = num_layers(cfg)
     window = cfg.get("sliding_window")
     model_type = str(cfg.get("model_type") or "")
+    if model_type == "falcon_h1":
+        # FalconH1Config.layers_block_type is ["hybrid"] * num_hidden_layers; vllm/model_executor/models/
+        # falcon_h1.py FalconH1ParallelHybrid runs self_attn and a MambaMixer2 on the same input in every layer
+        return tuple(LayerSpec("full", mamba=True) for _ in range(n))
+    pattern = cfg.get("hybrid_override_pattern")
+    if isinstance(pattern, str) and pattern:
+        return tuple(LayerSpec(_NEMOTRON_PATTERN.get(ch, "none")) for ch in pattern[:n])
     types = cfg.get("layer_types")
+    if not isinstance(types, list):
+        types = cfg.get("layers_block_type")  # NemotronHConfig saves its schedule under this name
     if isinstance(types, list) and len(types) >= n:
         out = []
         for t in types[:n]:
-            kind = _LAYER_TYPE_NAMES.get(str(t), "full")
+            kind = _layer_type_kind(str(t), model_type)
             out.append(LayerSpec(kind, int(window) if kind == "sliding" and window else None))
         return tuple(out)
+    if model_type == "granitemoehybrid":
+        # GraniteMoeHybridConfig.layers_block_type: layer_types, else ["mamba"] * num_hidden_layers
+        return tuple(LayerSpec("mamba") for _ in range(n))
+    if cfg.get("attn_layer_period"):
+        # JambaConfig.layers_block_type: "attention" if i % attn_layer_period == attn_layer_offset else "mamba"
+        # (vllm/model_executor/models/jamba.py builds JambaAttentionDecoderLayer / JambaMambaDecoderLayer from it)
+        period, offset = int(cfg["attn_layer_period"]), int(cfg.get("attn_layer_offset") or 0)
+        return tuple(LayerSpec("full") if i % period == offset else LayerSpec("mamba") for i in range(n))
     if cfg.get("full_attention_interval"):
         k = int(cfg["full_attention_interval"])
         return tuple(LayerSpec("full") if (i + 1) % k == 0 else LayerSpec("linear") for i in range(n))
@@ -191,13 +275,45 @@ def layer_layout(cfg: Mapping[str, Any]) -> tuple[LayerSpec, ...]:
             nope = [int((i + 1) % k != 0) for i in range(n)]
         # vLLM: layers that use RoPE (no_rope_layers[i] == 1) get chunked local attention; NoPE layers are global
         return tuple(LayerSpec("chunked", int(chunk)) if nope[i] and chunk else LayerSpec("full") for i in range(n))
-    pattern = cfg.get("hybrid_override_pattern")
-    if isinstance(pattern, str) and pattern:
-        kinds = {"M": LayerSpec("mamba"), "*": LayerSpec("full")}
-        return tuple(kinds.get(ch, LayerSpec("none")) for ch in pattern[:n])
     if window and cfg.get("use_sliding_window", True) and model_type == "mistral":
         return tuple(LayerSpec("sliding", int(window)) for _ in range(n))
     return tuple(LayerSpec("full") for _ in range(n))
+
+
+@dataclass(frozen=True)
+class MambaDims:
+    """A Mamba mixer's sizes, read from whichever names the family's config uses.
+
+    ``version`` 1 (Jamba) or 2; ``intermediate`` is the mixer's inner width (heads x head_dim for Mamba-2).
+    """
+
+    version: int
+    intermediate: int
+    heads: int
+    head_dim: int
+    groups: int
+    state: int
+    conv_kernel: int
+
+
+def mamba_dims(cfg: Mapping[str, Any]) -> MambaDims:
+    """The Mamba sizes vLLM allocates state for (``get_mamba_state_shape_from_config`` of each model file)."""
+    model_type = str(cfg.get("model_type") or "")
+    hidden = int(cfg.get("hidden_size") or 0)
+    if model_type == "jamba":  # jamba.py: MambaMixer(intermediate_size=mamba_expand * hidden_size)
+        inner = int(cfg.get("mamba_expand") or 2) * hidden
+        return MambaDims(1, inner, 0, 0, 1, int(cfg.get("mamba_d_state") or 0), int(cfg.get("mamba_d_conv") or 4))
+    if cfg.get("mamba_num_heads"):  # Nemotron-H names (nemotron_h.py NemotronHMambaDecoderLayer)
+        heads, hdim = int(cfg["mamba_num_heads"]), int(cfg.get("mamba_head_dim") or 0)
+        return MambaDims(2, heads * hdim, heads, hdim, int(cfg.get("n_groups") or 1),
+                         int(cfg.get("ssm_state_size") or 0), int(cfg.get("conv_kernel") or 4))
+    # Granite-4 hybrid / Falcon-H1 names (granitemoehybrid.py, falcon_h1.py: mamba_d_ssm, else expand * hidden)
+    heads = int(cfg.get("mamba_n_heads") or 0)
+    inner = int(cfg.get("mamba_d_ssm") or 0) or int(cfg.get("mamba_expand") or 2) * hidden
+    d_head = cfg.get("mamba_d_head")
+    hdim = int(d_head) if isinstance(d_head, int) and d_head > 0 else (inner // heads if heads else 0)
+    return MambaDims(2, heads * hdim if heads else inner, heads, hdim, int(cfg.get("mamba_n_groups") or 1),
+                     int(cfg.get("mamba_d_state") or 0), int(cfg.get("mamba_d_conv") or 4))
 
 
 def num_experts(cfg: Mapping[str, Any]) -> int:
@@ -211,7 +327,7 @@ def num_experts(cfg: Mapping[str, Any]) -> int:
 def mtp_layer_indices(cfg: Mapping[str, Any]) -> tuple[int, ...]:
     """Indices of multi-token-prediction layers stored as extra ``model.layers.N`` (DeepSeek-V3 style)."""
     n_mtp = int(cfg.get("num_nextn_predict_layers") or 0)
-    n = int(cfg.get("num_hidden_layers") or 0)
+    n = num_layers(cfg)
     return tuple(range(n, n + n_mtp)) if n and n_mtp else ()
 
 
@@ -241,7 +357,7 @@ def describe(config: Mapping[str, Any], module_names: Iterable[str] = ()) -> Mod
         moe=moe,
         num_experts=experts,
         mla=is_mla(cfg),
-        hybrid=any(spec.kind in ("linear", "mamba") for spec in layers),
+        hybrid=any(spec.has_state for spec in layers),
         vision=vision,
         mtp=mtp,
         tied_embeddings=tied,

@@ -30,11 +30,13 @@ from typing import Any
 from quantkit.errors import UnsupportedSchemeError
 from quantkit.hardware import Hardware, device_memory_bytes, get_hardware
 from quantkit.planning.architectures import (
+    MambaDims,
     ModelTraits,
     describe,
     head_dim,
     is_mla,
     layer_layout,
+    mamba_dims,
     mtp_layer_indices,
     num_kv_heads,
     text_config,
@@ -255,13 +257,18 @@ def state_bytes_per_sequence(config: Mapping[str, Any], *, tensor_parallel_size:
             conv = (int(cfg.get("linear_conv_kernel_dim") or 4) - 1) * conv_dim
             ssm = vh * kd * vd
             total += (conv + ssm) * SERVE_DTYPE_BYTES // tp
-        elif spec.kind == "mamba":
-            heads, hdim = int(cfg.get("mamba_num_heads") or 0), int(cfg.get("mamba_head_dim") or 0)
-            groups, dstate = int(cfg.get("n_groups") or 1), int(cfg.get("ssm_state_size") or 0)
-            conv = (int(cfg.get("conv_kernel") or 4) - 1) * (heads * hdim + 2 * groups * dstate)
-            ssm = heads * hdim * dstate
-            total += (conv + ssm) * SERVE_DTYPE_BYTES // tp
+        elif spec.has_state:  # Mamba layers, and Falcon-H1's attention layers with a Mamba mixer beside them
+            total += _mamba_state_elems(mamba_dims(cfg)) * SERVE_DTYPE_BYTES // tp
     return total
+
+
+def _mamba_state_elems(d: MambaDims) -> int:
+    """Conv + SSM state elements of one Mamba layer, as vLLM's MambaStateShapeCalculator sizes them
+    (vllm/model_executor/layers/mamba/mamba_utils.py: mamba1_state_shape, mamba2_state_shape)."""
+    if d.version == 1:
+        return (d.conv_kernel - 1) * d.intermediate + d.intermediate * d.state
+    conv = (d.conv_kernel - 1) * (d.intermediate + 2 * d.groups * d.state)
+    return conv + d.heads * d.head_dim * d.state
 
 
 def kv_cache_bytes(config: Mapping[str, Any], kv_dtype: str = "auto", *, max_model_len: int, concurrency: int,
