@@ -106,8 +106,9 @@ def test_in_memory_names_keep_working() -> None:
 
 @pytest.mark.parametrize("names,rule", [
     (["model.layers.0.block_sparse_moe.gate", "model.layers.0.block_sparse_moe.experts.0.w1"], "moe-router-mixtral"),
-    (["backbone.layers.0.mixer.in_proj", "backbone.layers.0.mixer.out_proj", "backbone.layers.1.mixer.q_proj"],
-     "mamba-mixer"),
+    # Mamba-2: only conv1d stays 16-bit; in_proj/out_proj are quantized (vLLM mamba_mixer2.py)
+    (["backbone.layers.0.mixer.in_proj", "backbone.layers.0.mixer.out_proj", "backbone.layers.0.mixer.conv1d",
+      "backbone.layers.1.mixer.q_proj"], "mamba-mixer"),
     (["model.visual.blocks.0.attn.qkv", "model.language_model.layers.0.self_attn.q_proj"], "vision-tower"),
     (["model.layers.0.mlp.router", "model.layers.0.mlp.experts.gate_up_proj"], "moe-router-named"),
     # on-disk names of the MoE families transformers ships (their modeling files), each a router vLLM builds with

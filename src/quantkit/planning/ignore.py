@@ -91,14 +91,35 @@ IGNORE_RULES: tuple[IgnoreRule, ...] = (
     IgnoreRule("linear-attn", r".*\.linear_attn\..*",
                "hybrid (Qwen3-Next/Qwen3.5) Gated-DeltaNet blocks: the recurrence accumulates quantization "
                "error, and vLLM silently produced garbage when these were quantized", "vllm#40252"),
-    IgnoreRule("mamba-mixer", r".*\.(mixer|mamba)\.(in_proj|out_proj|x_proj|dt_proj|conv1d)$",
-               "Mamba mixers (state-space projections and convolution)"),
+    # Mamba-2 mixers (Nemotron-H backbone.layers.N.mixer, Granite-4 hybrid and Falcon-H1 model.layers.N.mamba):
+    # only the depthwise conv1d stays 16-bit. in_proj/out_proj, the largest matrices of these layers, are
+    # quantized: vLLM's MambaMixer2 builds them with the quant config, llm-compressor quantizes every Linear
+    # (conv1d is an nn.Conv1d), and ModelOpt's default config disables only "*mixer.conv1d*".
+    IgnoreRule("mamba-mixer", r".*\.(mixer|mamba)\.conv1d$",
+               "Mamba depthwise causal convolution: vLLM always builds it 16-bit (in_proj/out_proj are quantized, "
+               "as llm-compressor and ModelOpt do)",
+               vllm="vllm/model_executor/layers/mamba/mamba_mixer2.py (MambaMixer2: conv1d = "
+                    "MergedColumnParallelLinear/ColumnParallelLinear(..., quant_config=None), while in_proj and "
+                    "out_proj get the model's quant_config), used by nemotron_h.py, granitemoehybrid.py, "
+                    "falcon_h1.py; mamba_mixer.py (MambaMixer, Mamba-1) builds every layer without one",
+               families=("nemotron_h", "granitemoehybrid", "falcon_h1", "jamba", "mamba", "mamba2")),
+    # Mamba-1 mixers (Jamba model.layers.N.mamba, Mamba backbone.layers.N.mixer) are told apart by x_proj/dt_proj,
+    # which Mamba-2 has not; their in_proj/out_proj are added by _mamba1_rule, since by name alone they look like
+    # Mamba-2's, which vLLM quantizes.
+    IgnoreRule("mamba1-mixer", r".*\.(mixer|mamba)\.(x_proj|dt_proj)$",
+               "Mamba-1 mixers (Jamba, Mamba): vLLM builds every projection 16-bit",
+               vllm="vllm/model_executor/layers/mamba/mamba_mixer.py (MambaMixer takes no quant_config: "
+                    "in_proj, x_proj, dt_proj, out_proj and conv1d are built unquantized), used by jamba.py "
+                    "(JambaMambaDecoderLayer) and mamba.py",
+               families=("jamba", "mamba")),
     IgnoreRule("vision-tower",
                r"^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|audio_tower)\..*",
                "vision/audio encoders and projectors: small, sensitive, and not served by the text kernels",
                "llm-compressor#2714"),
     IgnoreRule("mtp", r"^(model\.)?mtp\..*", "multi-token-prediction heads used for speculative decoding"),
 )
+
+IGNORE_RULES_BY_ID: dict[str, IgnoreRule] = {r.id: r for r in IGNORE_RULES}
 
 #: ids of the rules for routers and gates that vLLM builds unquantized (the validator's "router" rules)
 ROUTER_RULES: frozenset[str] = frozenset(r.id for r in IGNORE_RULES if r.vllm)
@@ -161,6 +182,18 @@ def _mtp_rule(config: Mapping[str, Any] | None) -> IgnoreRule | None:
                       "DeepSeek-style MTP layer stored as an extra decoder layer (num_nextn_predict_layers)")
 
 
+_MAMBA1_MARK = re.compile(r".*\.(mixer|mamba)\.(x_proj|dt_proj)$")
+
+
+def _mamba1_rule(names: Sequence[str]) -> IgnoreRule | None:
+    """in_proj/out_proj of Mamba-1 mixers, for checkpoints that have them (x_proj/dt_proj present)."""
+    if not any(_MAMBA1_MARK.match(n) for n in names):
+        return None
+    return IgnoreRule("mamba1-in-out", r".*\.(mixer|mamba)\.(in_proj|out_proj)$",
+                      "Mamba-1 input/output projections (Jamba, Mamba): vLLM's MambaMixer builds them 16-bit",
+                      vllm=IGNORE_RULES_BY_ID["mamba1-mixer"].vllm)
+
+
 def explain_ignore(module_names: Iterable[str], *, config: Mapping[str, Any] | None = None) -> list[IgnoreEntry]:
     """The ignore entries for a model, each with its rule, reason and number of matching modules.
 
@@ -182,9 +215,9 @@ def explain_ignore(module_names: Iterable[str], *, config: Mapping[str, Any] | N
                                "tied embeddings: no lm_head tensor on disk, but transformers and vLLM create an "
                                "lm_head module sharing the embedding, which must not be quantized", 0))
     rules = list(IGNORE_RULES[1:])
-    mtp = _mtp_rule(config)
-    if mtp is not None:
-        rules.append(mtp)
+    for derived in (_mamba1_rule(names), _mtp_rule(config)):
+        if derived is not None:
+            rules.append(derived)
     uncovered = [n for n in names if not LM_HEAD.match(n)]
     for rule in rules:
         rx = re.compile(rule.pattern)
