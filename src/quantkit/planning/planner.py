@@ -270,8 +270,8 @@ def _model_reason(traits: ModelTraits) -> str:
     if traits.mla:
         facts.append("MLA attention")
     if traits.hybrid:
-        n_lin = sum(1 for s in traits.layers if s.kind in ("linear", "mamba"))
-        facts.append(f"hybrid: {n_lin} of {len(traits.layers)} layers are linear-attention/Mamba")
+        n_lin = sum(1 for s in traits.layers if s.has_state)
+        facts.append(f"hybrid: {n_lin} of {len(traits.layers)} layers keep a linear-attention/Mamba state")
     if traits.vision:
         facts.append("vision tower")
     if traits.mtp:
