@@ -103,3 +103,14 @@ def test_registration_refuses_what_would_break_the_tables(toy: None) -> None:
         register_backend("toy")(Other)
     with pytest.raises(UnknownNameError, match="llmcompressor"):
         plan("embedded", "h100", backend="no-such-backend")
+
+
+def test_backend_order_does_not_depend_on_import_order() -> None:
+    """Ties between equally willing backends go to the first in _MODULES, whichever module was imported first."""
+    import subprocess
+    import sys
+
+    code = ("import quantkit.backends.modelopt, quantkit.backends.llmcompressor; "
+            "from quantkit.backends import all_backends; print([b.name for b in all_backends()])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['llmcompressor', 'modelopt']"

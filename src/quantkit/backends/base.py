@@ -142,12 +142,15 @@ def backend_names() -> tuple[str, ...]:
 
 
 def all_backends() -> list[Backend]:
-    """One instance of every known backend, in registration order (imports each module; none imports torch
-    at module level)."""
+    """One instance of every known backend: the built-in ones in the order of ``_MODULES``, then those
+    registered at run time (imports each module; none imports torch at module level). The order breaks ties
+    between equally willing backends, so it must not depend on which module happened to be imported first."""
     for name in _MODULES:
         if name not in _REGISTRY:
             importlib.import_module(_MODULES[name])
-    return [cls() for cls in _REGISTRY.values()]
+    # the built-in backends in the order of _MODULES (not import order), then ones registered at run time
+    names = [*_MODULES, *(n for n in _REGISTRY if n not in _MODULES)]
+    return [_REGISTRY[n]() for n in names if n in _REGISTRY]
 
 
 def backends_for(scheme: Scheme) -> tuple[str, ...]:
