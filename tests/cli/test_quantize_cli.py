@@ -52,7 +52,7 @@ def test_existing_output_dir_is_exit_2_and_json_error(cli_fp8) -> None:
     (["-s", "fp8-block", "-H", "cpu"], "vLLM on cpu cannot serve fp8-block"),
     (["-s", "fp8-dynamic", "--kv-cache", "int4"], "Unknown KV-cache dtype 'int4'"),
     (["-s", "fp8-dynamic", "--backend", "tensorrt"], "tensorrt"),
-    (["-s", "w4a16", "--calibration", "/nonexistent/calib.jsonl"], "does not exist"),
+    (["-s", "w4a16", "-H", "h100", "--calibration", "/nonexistent/calib.jsonl"], "does not exist"),
     (["-s", "fp8-dynamic", "--num-samples", "0"], "--num-samples"),
 ])
 def test_bad_input_exits_2(argv: list[str], expected: str, tmp_path: Path) -> None:
