@@ -31,7 +31,7 @@ MAX_MODEL_LEN = 2048
 _SCRIPT = r"""
 import json, os, sys
 # In-process engine: the CPU runner repacks linear weights for oneDNN and frees the original parameters,
-# so the bytes are recorded at the moment vLLM hands each loaded weight to the repacker.
+# so the bytes are recorded at the moment vLLM hands each loaded weight to the repacker (when it frees it).
 os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
 from vllm.model_executor.layers import utils as layer_utils
 from quantkit.serve.probe import parameter_bytes
@@ -40,9 +40,13 @@ repacked = []
 _dispatch = layer_utils.dispatch_cpu_unquantized_gemm
 
 def recording_dispatch(layer, remove_weight):
-    if remove_weight and not layer.weight.is_meta:
-        repacked.append(layer.weight.numel() * layer.weight.element_size())
-    return _dispatch(layer, remove_weight)
+    size = layer.weight.numel() * layer.weight.element_size() if not layer.weight.is_meta else 0
+    out = _dispatch(layer, remove_weight)
+    # count a weight here only when the repacker freed the parameter: where oneDNN cannot build the matmul
+    # (bf16 on AVX2-only CPUs) vLLM falls back to torch linear and the weight stays a parameter
+    if remove_weight and size and layer.weight.numel() == 0:
+        repacked.append(size)
+    return out
 
 layer_utils.dispatch_cpu_unquantized_gemm = recording_dispatch
 
