@@ -197,9 +197,8 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     sup = support(sch, hw)
     if chosen.for_vllm and not sup.native:
         notes.append(f"{hw.name} serves {sch.name} through a fallback: {sup.reason}")
-    if chosen.group_size and chosen.group_size != (sch.group_candidates or (None,))[0] \
-            and "group_size" not in chosen.overrides:
-        notes += [r for r in chosen.reasons if r.startswith(f"group size {chosen.group_size}:")]
+    if chosen.group_size and chosen.group_size != sch.group_candidates[0] and "group_size" not in chosen.overrides:
+        notes.append(chosen.group_reason)  # the preferred group does not divide every layer
     log.info("plan: %s", chosen.summary())
     runner = get_backend(chosen.backend)
     runner.check_environment()
@@ -262,13 +261,13 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
 def _plan_mismatches(path: Path, chosen: Plan, runner: Backend) -> list[str]:
     """What the written checkpoint says that the plan did not: the vLLM method, the KV-cache scheme."""
     from quantkit.checkpoint.reader import CheckpointView
-    from quantkit.planning.kv import checkpoint_kv_scheme
-    from quantkit.serve.engine import _config_with_kv, detect_quant_method
+    from quantkit.planning.kv import checkpoint_kv_scheme, with_sidecar_quant_config
+    from quantkit.serve.engine import detect_quant_method
 
     view = CheckpointView(path)
     try:
         method = detect_quant_method(view)
-        kv_declared = bool(checkpoint_kv_scheme(_config_with_kv(view)))
+        kv_declared = bool(checkpoint_kv_scheme(with_sidecar_quant_config(view.config, view.hf_quant_config)))
     finally:
         view.close()
     out = []
@@ -280,6 +279,8 @@ def _plan_mismatches(path: Path, chosen: Plan, runner: Backend) -> list[str]:
         out.append(f"the plan's KV-cache dtype is {chosen.kv_cache_dtype!r} but the checkpoint "
                    f"{'declares' if kv_declared else 'lacks'} a KV-cache scheme")
     return out
+
+
 def _validate(tmp: Path, out: Path, chosen: Plan, runner: Backend) -> list[dict[str, Any]]:
     """Validate the staged checkpoint for the plan's target and TP size, and against the plan itself; on error
     findings move it aside and raise."""

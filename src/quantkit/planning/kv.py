@@ -77,6 +77,17 @@ def fp8_kv_support(hw: Hardware) -> Fp8KvSupport:
                                       f"{FP8_KV.store_min_sm})")
 
 
+def with_sidecar_quant_config(config: Mapping[str, Any],
+                              hf_quant_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``config.json`` with a ModelOpt ``hf_quant_config.json``'s ``quantization`` block merged in as
+    ``quantization_config`` (older ModelOpt exports keep it only in the sidecar), as the KV functions read it."""
+    merged = dict(config)
+    side = (hf_quant_config or {}).get("quantization")
+    if side and not isinstance(merged.get("quantization_config"), Mapping):
+        merged["quantization_config"] = dict(side)
+    return merged
+
+
 def checkpoint_kv_scheme(config: Mapping[str, Any]) -> Any:
     """The KV-cache quantization a checkpoint declares in ``config.json`` (compressed-tensors
     ``kv_cache_scheme`` or ModelOpt ``kv_cache_quant_algo``), or None."""

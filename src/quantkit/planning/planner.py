@@ -73,7 +73,7 @@ class Plan:
 
     ``scheme`` and ``hardware`` are the table entries; ``backend`` the registered producer; ``group_size`` the
     INT4 group (None where the format fixes it); ``ignore`` the modules kept 16-bit, with ``ignore_reasons``;
-    ``kv_cache_dtype`` with ``kv_reason``; ``vllm_args`` the ``vllm.LLM`` engine arguments and ``vllm_env`` the
+    ``kv_cache_dtype`` with ``kv_reason``; ``group_reason`` why that group size; ``vllm_args`` the ``vllm.LLM`` engine arguments and ``vllm_env`` the
     environment variables the plan implies (:meth:`serve_flags` / :meth:`vllm_serve_command` give the
     ``vllm serve`` form); ``memory`` one :class:`~quantkit.planning.memory.MemoryFit` per scheme the target
     runs, the chosen one first and the unquantized ``bf16`` reference last; ``overrides`` names the fields the
@@ -101,6 +101,7 @@ class Plan:
     vllm_env: Mapping[str, str] = field(default_factory=dict)
     architecture: Mapping[str, Any] = field(default_factory=dict)
     overrides: tuple[str, ...] = ()
+    group_reason: str = ""
 
     @property
     def fit(self) -> MemoryFit:
@@ -207,7 +208,10 @@ def choose_backend(query: SupportQuery, requested: str | None = None) -> tuple[s
         UnsupportedSchemeError: ``requested`` (or every backend) cannot produce the scheme here.
     """
     answers: list[tuple[str, BackendSupport]] = [(b.name, b.supports(query)) for b in all_backends()]
-    others = [f"{n}: {a.reason}" for n, a in answers]
+
+    def others(chosen: str) -> list[str]:
+        return [f"{n}: {a.reason}" for n, a in answers if n != chosen]
+
     if requested is not None:
         get_backend(requested)  # UnknownNameError listing the known names
         answer = dict(answers)[requested]
@@ -216,13 +220,14 @@ def choose_backend(query: SupportQuery, requested: str | None = None) -> tuple[s
             raise UnsupportedSchemeError(
                 f"The {requested} backend cannot produce {query.scheme.name} here: {answer.reason}",
                 fix=(f"Use backend={can[0]!r}." if can else "Pick another scheme (`quantkit schemes`)."))
-        return requested, f"{answer.reason} (backend requested)", [o for o in others if not o.startswith(requested)]
+        return requested, f"{answer.reason} (backend requested)", others(requested)
     ok = [(n, a) for n, a in answers if a.ok]
     if not ok:
-        raise UnsupportedSchemeError(f"No backend can produce {query.scheme.name} here: " + "; ".join(others) + ".",
+        raise UnsupportedSchemeError(f"No backend can produce {query.scheme.name} here: "
+                                     + "; ".join(others("")) + ".",
                                      fix="Pick another scheme (`quantkit schemes`), or run on a machine with a GPU.")
     best = max(ok, key=lambda na: na[1].preference)  # max() keeps the first of equals: registration order
-    return best[0], best[1].reason, [o for o in others if not o.startswith(best[0] + ":")]
+    return best[0], best[1].reason, others(best[0])
 
 
 def _marlin_warning(scheme: Scheme, hw: Hardware, tensors: Any, names: list[str], ignore: Sequence[str],
@@ -479,5 +484,5 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
                              for e in entries) + tuple((i, "requested") for i in extra),
         for_vllm=for_vllm, rule=rule_id, reasons=tuple(reasons), alternatives=alternatives, warnings=tuple(warnings),
         memory=memory, tensor_parallel_size=tp, vllm_args=vllm_args, vllm_env=vllm_env,
-        architecture=_architecture(traits), overrides=tuple(overrides),
+        architecture=_architecture(traits), overrides=tuple(overrides), group_reason=group.note,
     )

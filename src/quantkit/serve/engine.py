@@ -25,7 +25,12 @@ if TYPE_CHECKING:  # pragma: no cover
 from quantkit.checkpoint.reader import CheckpointView
 from quantkit.errors import MissingDependencyError, ScriptGuardError, ServeError
 from quantkit.hardware import Hardware, HardwareName, default_hardware, get_hardware
-from quantkit.planning.kv import choose_kv_cache_dtype, fp8_kv_support
+from quantkit.planning.kv import (
+    checkpoint_kv_scheme,
+    choose_kv_cache_dtype,
+    fp8_kv_support,
+    with_sidecar_quant_config,
+)
 from quantkit.schemes import KvCacheDtype
 from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS, modelopt_method
 
@@ -70,15 +75,6 @@ def detect_quant_method(view: CheckpointView) -> str | None:
     return None
 
 
-def _config_with_kv(view: CheckpointView) -> dict[str, Any]:
-    """``config.json`` with a ModelOpt sidecar's ``quantization`` block merged in as ``quantization_config``."""
-    config = dict(view.config)
-    hq = (view.hf_quant_config or {}).get("quantization")
-    if hq and not isinstance(config.get("quantization_config"), Mapping):
-        config["quantization_config"] = dict(hq)
-    return config
-
-
 def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_cache_dtype: str | None = None,
                **engine_args: Any) -> ServePlan:
     """Decide the vLLM arguments for ``path`` on ``hardware`` without importing vLLM.
@@ -95,9 +91,9 @@ def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_c
     """
     view = CheckpointView(path)
     hw = get_hardware(hardware) if hardware is not None else default_hardware()
-    config = _config_with_kv(view)
+    config = with_sidecar_quant_config(view.config, view.hf_quant_config)
     kv, why, warnings = choose_kv_cache_dtype(config, hw)
-    declared = kv != "auto" or any("declares an FP8 KV-cache scheme" in w for w in warnings)
+    declared = bool(checkpoint_kv_scheme(config))
     if kv_cache_dtype is not None and kv_cache_dtype != kv:
         kv, why = kv_cache_dtype, "requested by the caller"
     sup = fp8_kv_support(hw)
