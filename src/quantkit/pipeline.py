@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from quantkit import progress
 from quantkit.backends import ProduceJob, all_backends, get_backend
 from quantkit.backends.base import Backend
 from quantkit.calibration import (
@@ -212,8 +213,11 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     out = Path(output_dir) if output_dir is not None else Path.cwd() / f"{name}-{sch.name}"
     atomic.check_output_dir(out, overwrite=overwrite)  # fail before any expensive work
 
+    steps = progress.current()
+    steps.step(f"loading {name}")
     t0 = time.perf_counter()
-    loaded = load_model("embedded" if model is None else model, tokenizer)
+    with steps.library_output():
+        loaded = load_model("embedded" if model is None else model, tokenizer)
     t_load = time.perf_counter() - t0
 
     samples = tokenize_samples(calibration, loaded.tokenizer, num_samples=num_calibration_samples,
@@ -239,6 +243,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         t1 = time.perf_counter()
+        steps.step(f"validating for {hw.name} (headers only) and publishing")
         findings = _validate(tmp, out, chosen, runner)
         timings["validate_s"] = time.perf_counter() - t1
         atomic.publish(tmp, out, overwrite=overwrite)

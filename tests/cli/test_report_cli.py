@@ -79,6 +79,14 @@ def test_roundtrip_main_job(serve_python: Path, tmp_path: Path) -> None:
     assert rc == 0, err
     doc = one_json(out)
     assert doc["ok"] is True
+    # named stages with the step inside each; the libraries' output is in the run log, not on the terminal
+    for stage in ("[1/4] measure the original in vLLM", "[2/4] quantize w8a8-int8", "[3/4] measure w8a8-int8 in vLLM",
+                  "[4/4] write the report"):
+        assert stage in err, err
+    assert "SmoothQuant pass 1/2: calibrating layer 1/" in err and "GPTQ pass 2/2: calibrating layer" in err
+    assert "starting the vLLM engine" in err and "perplexity over 256 held-out tokens" in err
+    assert "METRIC" not in err and "No accelerator available" not in err
+    assert "GPTQ | METRIC" in (root / "roundtrip.log").read_text()
     data = check_report_files(root, ["w8a8-int8"])
     run = data["runs"][0]
     assert run["quantized"]["served"] and run["quantize"]["timings"]["total_s"] > 0

@@ -11,6 +11,7 @@ docs/support-matrix.md.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 import quantkit
 from quantkit.hardware import cpu_has_avx512, cpu_summary
+from quantkit.progress import Progress
 from quantkit.report.compare import greedy_agreement, measure
 
 pytestmark = [pytest.mark.serve, pytest.mark.produce]
@@ -35,9 +37,13 @@ def original(embedded_path: Path, serve_python: Path) -> dict:
     return m
 
 
-def _quantize(embedded_path: Path, out: Path, scheme: str, hardware: str = "cpu") -> quantkit.QuantizeResult:
-    return quantkit.quantize(embedded_path, scheme, hardware=hardware, output_dir=out, num_calibration_samples=32,
-                             max_seq_length=256)
+def _quantize(embedded_path: Path, out: Path, scheme: str, hardware: str = "cpu",
+              stream: io.StringIO | None = None) -> quantkit.QuantizeResult:
+    prog = Progress(["quantize"], stream=stream or io.StringIO(), log_path=out.parent / f"{out.name}.log",
+                    min_interval_s=0)
+    with prog.active(), prog.stage("quantize"):
+        return quantkit.quantize(embedded_path, scheme, hardware=hardware, output_dir=out,
+                                 num_calibration_samples=32, max_seq_length=256)
 
 
 def _ppl(m: dict) -> float:
@@ -48,9 +54,18 @@ def _ppl(m: dict) -> float:
                                                     ("w4a8-int", "w4a8-int", BOUND_4BIT)])
 def test_vllm_roundtrip_within_quality_bound(scheme: str, expected: str, bound: float, embedded_path: Path,
                                              checkpoints: Path, original: dict) -> None:
-    """`auto` on cpu is the planner's choice (w8a8-int8 here), round-tripped like any named scheme."""
-    res = _quantize(embedded_path, checkpoints / scheme, scheme)
+    """`auto` on cpu is the planner's choice (w8a8-int8 here), round-tripped like any named scheme.
+
+    The progress is checked on the way: each calibration pass is named with its layer count, and what
+    llm-compressor prints is in the run log, not on the terminal."""
+    shown = io.StringIO()
+    res = _quantize(embedded_path, checkpoints / scheme, scheme, stream=shown)
     assert res.scheme == expected
+    passes = ["SmoothQuant pass 1/2", "GPTQ pass 2/2"] if expected == "w8a8-int8" else ["GPTQ pass 1/1"]
+    for name in passes:
+        assert f"{name}: calibrating layer 1/" in shown.getvalue(), shown.getvalue()
+    assert "[1/1] quantize: done in" in shown.getvalue() and "METRIC" not in shown.getvalue()
+    assert "GPTQ | METRIC" in (checkpoints / f"{scheme}.log").read_text()
     if scheme == "auto":
         assert any(n.startswith("scheme 'auto' → w8a8-int8 (rule ") for n in res.notes), res.notes
     cfg = json.loads((res.output_dir / "config.json").read_text())["quantization_config"]

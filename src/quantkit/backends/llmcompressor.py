@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from quantkit import progress
 from quantkit.backends.base import Backend, BackendSupport, ProduceJob, ProduceResult, SupportQuery, register_backend
 from quantkit.errors import BackendError, UnsupportedSchemeError
 from quantkit.schemes import Scheme
@@ -104,8 +106,9 @@ class LlmCompressorBackend(Backend):
         else:
             log.info("quantizing %s (data-free)", job.scheme.name)
         t0 = time.perf_counter()
+        steps = progress.current()
         try:
-            with _cpu_safe_awq():
+            with _library_output(OneshotSteps(recipe) if kwargs else None), _cpu_safe_awq():
                 oneshot(model=job.model, tokenizer=job.tokenizer, recipe=recipe, **kwargs)
         except Exception as exc:  # translate at the boundary, keep the cause
             raise BackendError(f"llm-compressor failed on {job.scheme.name}: {type(exc).__name__}: {exc}",
@@ -113,11 +116,63 @@ class LlmCompressorBackend(Backend):
                                    "(`quantkit schemes`) and the calibration data.") from exc
         result.timings["quantize_s"] = time.perf_counter() - t0
         log.info("saving compressed-tensors checkpoint")
+        steps.step("saving the compressed-tensors checkpoint")
         t1 = time.perf_counter()
-        job.model.save_pretrained(out_dir, save_compressed=True)
-        job.tokenizer.save_pretrained(out_dir)
+        with _library_output():
+            job.model.save_pretrained(out_dir, save_compressed=True)
+            job.tokenizer.save_pretrained(out_dir)
         result.timings["save_s"] = time.perf_counter() - t1
         return result
+
+
+class OneshotSteps:
+    """Per-layer progress from oneshot's own output: each calibrating modifier runs one sequential pass over
+    the decoder layers (llm-compressor's IndependentPipeline logs "Inferred `SequentialPipeline` for
+    `GPTQModifier`", then the pass draws "(k/N): Calibrating" bars). Names the pass, so GPTQ's counter starting
+    again at 1 after SmoothQuant's reads as the next pass, not a restart. Output it does not recognise is only
+    logged: a new llm-compressor wording costs the per-layer line, nothing else."""
+
+    _PASS = re.compile(r"Inferred `\w+` for `(\w+?)(?:Modifier)?`")
+    _LAYER = re.compile(r"^\((\d+)/(\d+)\): Calibrating")
+
+    def __init__(self, recipe: list[Any]) -> None:
+        self.passes = max(len(recipe), 1)
+        self.index = 0
+        self.name = ""
+        self.layer = 0
+
+    def __call__(self, line: str) -> progress.StepInfo | None:
+        m = self._PASS.search(line)
+        if m:
+            self.index, self.name, self.layer = self.index + 1, m.group(1), 0
+            return None
+        m = self._LAYER.match(line)
+        if not m or int(m.group(1)) == self.layer:
+            return None
+        self.layer, total = int(m.group(1)), int(m.group(2))
+        index = max(self.index, 1)
+        where = f"{self.name} " if self.name else ""
+        return progress.StepInfo(f"{where}pass {index}/{self.passes}: calibrating layer", self.layer, total,
+                                 fraction=min((index - 1 + (self.layer - 1) / total) / self.passes, 1.0))
+
+
+@contextlib.contextmanager
+def _library_output(parser: progress.LineParser | None = None) -> Iterator[None]:
+    """While a progress is active, llm-compressor's output goes to the run log (steps parsed from it).
+
+    Its loguru console sink keeps the ``sys.stdout`` of the moment it was configured, so llm-compressor's own
+    ``configure_logger`` is re-run inside the capture (the sink follows it there) and again after it."""
+    if not progress.is_active():
+        yield
+        return
+    from llmcompressor.logger import configure_logger
+
+    try:
+        with progress.current().library_output(parser):
+            configure_logger()
+            yield
+    finally:
+        configure_logger()
 
 
 def calibration_dataset(job: ProduceJob) -> Any:

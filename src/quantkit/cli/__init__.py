@@ -39,13 +39,17 @@ BAD_INPUT = (UnknownNameError, ModelNotFoundError, CheckpointReadError, OutputEx
 #: the exit code of a command stopped by Ctrl-C (128 + SIGINT, what a shell reports)
 INTERRUPTED = 130
 
-_state = {"debug": False}
+_state = {"debug": False, "verbose": False}
 
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr.")) -> None:
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
+          verbose: bool = typer.Option(False, "--verbose", "-v",
+                                       help="Show what llm-compressor, ModelOpt and vLLM print (always kept in "
+                                            "the run log).")) -> None:
     _state["debug"] = debug
+    _state["verbose"] = verbose
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="[quantkit] %(message)s", stream=sys.stderr)
 

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
@@ -74,6 +75,13 @@ def work_output_to_stderr() -> Iterator[None]:
     """
     with redirect_stdout(sys.stderr):
         yield
+
+
+def run_log_path(command: str) -> Path:
+    """Where a command keeps what the libraries printed: ``$QUANTKIT_CACHE/logs/<command>-<time>-<pid>.log``."""
+    from quantkit.models.embedded import cache_root
+
+    return cache_root() / "logs" / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
 
 def vllm_here() -> bool:

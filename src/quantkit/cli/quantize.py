@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from quantkit.cli import INTERRUPTED, app
-from quantkit.cli.common import json_errors, load_call, vllm_serve_command, work_output_to_stderr
+from quantkit.cli.common import json_errors, load_call, run_log_path, vllm_serve_command, work_output_to_stderr
 from quantkit.errors import QuantkitError
 
 
@@ -43,13 +43,18 @@ def quantize_command(
     try:
         with json_errors(as_json):
             _check_source(model)  # a bad path fails in a fraction of a second, before torch is imported
+        from quantkit.cli import _state
         from quantkit.pipeline import quantize
+        from quantkit.progress import Progress
 
         with json_errors(as_json), work_output_to_stderr():
-            res = quantize(model, scheme, hardware=hardware, output_dir=output_dir, backend=backend,
-                           kv_cache=kv_cache, calibration=calibration, num_calibration_samples=num_samples,
-                           max_seq_length=seq_len, group_size=group_size, ignore=tuple(ignore or ()),
-                           overwrite=overwrite, for_vllm=not not_for_vllm)
+            prog = Progress(["quantize"], log_path=run_log_path("quantize"), verbose=_state["verbose"])
+            with prog.active(), prog.stage("quantize", f"{model} with {scheme}"):
+                res = quantize(model, scheme, hardware=hardware, output_dir=output_dir, backend=backend,
+                               kv_cache=kv_cache, calibration=calibration, num_calibration_samples=num_samples,
+                               max_seq_length=seq_len, group_size=group_size, ignore=tuple(ignore or ()),
+                               overwrite=overwrite, for_vllm=not not_for_vllm)
+            typer.echo(f"log of the libraries' output: {prog.log_path}", err=True)
     except KeyboardInterrupt:
         # quantize() removes its staging directory on the way out; the output is renamed into place only
         # as its very last step, so an interrupted run published nothing

@@ -61,6 +61,7 @@ def roundtrip_command(
     as_json: bool = typer.Option(False, "--json", help="Print report.json's content instead of the table."),
 ) -> None:
     """Quantize → validate → load in vLLM → generate → perplexity and speed against the original."""
+    from quantkit.cli import _state
     from quantkit.report.roundtrip import roundtrip
 
     with json_errors(as_json), work_output_to_stderr():
@@ -73,7 +74,7 @@ def roundtrip_command(
             plan(model, hw, scheme=s, kv_cache=kv_cache)
         rep = roundtrip(model, scheme, hardware=hw.name, output_root=output_root, overwrite=overwrite,
                         num_calibration_samples=num_samples, max_seq_length=seq_len, eval_tokens=eval_tokens,
-                        speed=speed, kv_cache=kv_cache)
+                        speed=speed, kv_cache=kv_cache, verbose=_state["verbose"])
     data = rep.to_dict()
     _finish(data, rep.files, as_json)
 

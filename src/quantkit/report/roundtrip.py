@@ -71,41 +71,65 @@ def compare_checkpoints(original: str | Path, quantized: str | Path, *, hardware
 def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ...] = ("auto",), *,
               hardware: str | None = None, output_root: str | Path = "runs", overwrite: bool = False,
               num_calibration_samples: int = 64, max_seq_length: int = 512, eval_tokens: int = 4096,
-              speed: bool = True, kv_cache: str | None = None) -> RoundTripReport:
+              speed: bool = True, kv_cache: str | None = None, verbose: bool = False) -> RoundTripReport:
     """Quantize ``model`` with each scheme, then load original and quantized in vLLM and compare them.
 
     Writes ``report.json``, ``report.md`` and ``report.png`` into ``output_root``; checkpoints go to
     ``output_root/<scheme>``. ``hardware`` defaults to the local GPU, else ``cpu`` (where vLLM runs the
     measurements), as everywhere else; each scheme is planned once and the plan executed.
+
+    Progress goes to stderr as named stages (``[k/n]``) with the step inside each (the layer being calibrated,
+    what vLLM is doing) and the time left; what llm-compressor, ModelOpt and vLLM print goes to
+    ``output_root/roundtrip.log`` (``verbose=True`` shows it too).
     """
+    from quantkit.hardware import default_hardware, get_hardware
     from quantkit.models.loading import resolve_model_path
     from quantkit.pipeline import quantize
-    from quantkit.report.render import write_report
-
-    from quantkit.hardware import default_hardware, get_hardware
     from quantkit.planning.planner import plan
+    from quantkit.progress import Progress
+    from quantkit.report.render import write_report
 
     hardware = (get_hardware(hardware) if hardware is not None else default_hardware()).name
     root = Path(output_root)
     root.mkdir(parents=True, exist_ok=True)
     src = resolve_model_path(None if str(model) == "embedded" else model)
-    log.info("measuring the original model in vLLM")
-    orig = measure(src, hardware=hardware, eval_tokens=eval_tokens, speed=speed)
-    rep = RoundTripReport(model=str(src), hardware=hardware, original=orig)
-    for scheme in schemes:
-        t0 = time.perf_counter()
-        chosen = plan(src, hardware, scheme=scheme, kv_cache=kv_cache)  # the directory carries the real name
-        log.info("plan for %s: %s", hardware, chosen.summary())
-        res = quantize(src, chosen, output_dir=root / chosen.scheme.name, overwrite=overwrite,
-                       num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length)
-        log.info("measuring %s in vLLM", res.scheme)
-        cmp = compare_checkpoints(src, res.output_dir, hardware=hardware, eval_tokens=eval_tokens, speed=speed,
-                                  original_measure=orig)
-        run = cmp["run"]
-        run["scheme"] = res.scheme
-        run["quantize"] = {"backend": res.backend, "timings": res.timings, "peak_rss_bytes": res.peak_rss_bytes,
-                           "notes": list(res.notes), "group_size": res.group_size, "ignore": list(res.ignore),
-                           "wall_s": time.perf_counter() - t0}
-        rep.runs.append(run)
-    rep.files = write_report(rep.to_dict(), root)
+    plans = [plan(src, hardware, scheme=s, kv_cache=kv_cache) for s in schemes]  # bad input fails before vLLM
+    orig_title = "measure the original in vLLM"
+    titles = [orig_title]
+    for p in plans:
+        titles += [f"quantize {p.scheme.name}", f"measure {p.scheme.name} in vLLM"]
+    titles.append("write the report")
+    prog = Progress(titles, log_path=root / "roundtrip.log", verbose=verbose)
+    prog.estimate("write the report", 2.0)
+    with prog.active():
+        prog.log(f"== quantkit roundtrip {time.strftime('%Y-%m-%d %H:%M:%S')}: {src} on {hardware}, "
+                 f"schemes {', '.join(p.scheme.name for p in plans)}")
+        with prog.stage(orig_title, f"{src.name}: load, generate, decode speed, perplexity"):
+            t0 = time.perf_counter()
+            orig = measure(src, hardware=hardware, eval_tokens=eval_tokens, speed=speed)
+        for p in plans:  # each later measurement costs about what the original's did
+            prog.estimate(f"measure {p.scheme.name} in vLLM", time.perf_counter() - t0)
+        rep = RoundTripReport(model=str(src), hardware=hardware, original=orig)
+        for chosen in plans:
+            t0 = time.perf_counter()
+            name = chosen.scheme.name
+            log.info("plan for %s: %s", hardware, chosen.summary())
+            data = (f"calibration {num_calibration_samples} x {max_seq_length} tokens"
+                    if chosen.needs_calibration else "data-free")
+            with prog.stage(f"quantize {name}", f"{chosen.backend}, {data}"):
+                res = quantize(src, chosen, output_dir=root / name, overwrite=overwrite,
+                               num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length)
+            with prog.stage(f"measure {name} in vLLM", "validate, load, generate, decode speed, perplexity"):
+                cmp = compare_checkpoints(src, res.output_dir, hardware=hardware, eval_tokens=eval_tokens,
+                                          speed=speed, original_measure=orig)
+            run = cmp["run"]
+            run["scheme"] = res.scheme
+            run["quantize"] = {"backend": res.backend, "timings": res.timings,
+                               "peak_rss_bytes": res.peak_rss_bytes, "notes": list(res.notes),
+                               "group_size": res.group_size, "ignore": list(res.ignore),
+                               "wall_s": time.perf_counter() - t0}
+            rep.runs.append(run)
+        with prog.stage("write the report"):
+            rep.files = write_report(rep.to_dict(), root)
+            rep.files["log"] = str(root / "roundtrip.log")
     return rep

@@ -29,10 +29,15 @@ def probe(path: str | Path, *, hardware: str | None = None, prompts: tuple[str, 
     from vllm import SamplingParams
 
     from quantkit.eval.perplexity import perplexity_vllm
+    from quantkit.progress import child_step
     from quantkit.serve.engine import load_with_plan
 
+    child_step("starting the vLLM engine: reading the checkpoint, repacking weights for this device's kernels, "
+               "sizing the KV cache")
     loaded = load_with_plan(path, hardware, kv_cache_dtype=kv_cache_dtype, **engine_args)
     llm, plan = loaded.llm, loaded.plan
+    child_step(f"engine ready in {loaded.load_s:.0f} s; greedy generation of {len(prompts)} prompts x "
+               f"{max_tokens} tokens")
     greedy = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     outs = llm.generate(list(prompts), greedy, use_tqdm=False)
     result: dict[str, Any] = {
@@ -51,6 +56,7 @@ def probe(path: str | Path, *, hardware: str | None = None, prompts: tuple[str, 
     except AttributeError:
         pass
     if speed:
+        child_step(f"decode speed at batch 1 and {batch} (64 tokens each)")
         fixed = SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True)
         for label, n in (("bs1", 1), (f"bs{batch}", batch)):
             t0 = time.perf_counter()
@@ -59,6 +65,7 @@ def probe(path: str | Path, *, hardware: str | None = None, prompts: tuple[str, 
             toks = sum(len(x.outputs[0].token_ids) for x in o)
             result[f"tokens_per_s_{label}"] = round(toks / dt, 2)
     if perplexity:
+        child_step(f"perplexity over {eval_tokens:,} held-out tokens")
         result["perplexity"] = perplexity_vllm(llm, max_tokens=eval_tokens)
     return result
 

@@ -15,10 +15,12 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from quantkit import progress
 from quantkit.errors import EnvironmentNotFoundError, ServeError
 
 SERVE_PYTHON_ENV = "QUANTKIT_SERVE_PYTHON"
@@ -103,12 +105,9 @@ def run_quantkit(args: list[str], *, python: Path | None = None, timeout: float 
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("PYTHONFAULTHANDLER", "1")  # a native crash in vLLM's engine prints the Python stack
+    env[progress.CHILD_ENV] = "1"  # its steps come back on stderr, shown under the current stage
     cmd = [str(py), "-m", "quantkit", "--quiet", *args, "--json"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ServeError(f"The serve environment did not answer within {timeout:.0f} s: {' '.join(cmd)}",
-                         fix="Run the command by hand to see where it hangs.") from exc
+    proc = _run_relaying(cmd, env=env, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     answer = _parse(lines[-1]) if lines else None
     if proc.returncode < 0 and answer is not None and answer.get("ok") is True:
@@ -128,6 +127,39 @@ def run_quantkit(args: list[str], *, python: Path | None = None, timeout: float 
                          fix="Run the same command with the serve python and --debug for details: "
                              f"{py} -m quantkit --debug {' '.join(args)}")
     return answer
+
+
+def _run_relaying(cmd: list[str], *, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run`` that reads the child's stderr as it comes: its step lines reach the active progress
+    (and its whole stderr the run log) while it works, not after."""
+    steps = progress.current()
+    out: list[str] = []
+    err: list[str] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as p:
+        def pump_err() -> None:
+            assert p.stderr is not None
+            for line in p.stderr:
+                if not steps.child_line(line.rstrip("\n")):
+                    err.append(line)
+
+        def pump_out() -> None:
+            assert p.stdout is not None
+            out.append(p.stdout.read())
+
+        pumps = [threading.Thread(target=f, daemon=True) for f in (pump_err, pump_out)]
+        for t in pumps:
+            t.start()
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            p.kill()
+            p.wait()
+            raise ServeError(f"The serve environment did not answer within {timeout:.0f} s: {' '.join(cmd)}",
+                             fix="Run the command by hand to see where it hangs.") from exc
+        finally:
+            for t in pumps:
+                t.join(timeout=10)
+    return subprocess.CompletedProcess(cmd, p.returncode, "".join(out), "".join(err))
 
 
 def _parse(line: str) -> dict[str, Any] | None:
