@@ -140,8 +140,9 @@ def _check_ct(ctx: Context, data: Mapping[str, Any], where: str) -> None:
     for value, locations in bad_format.items():
         ctx.findings.add(
             RULE, f"{where} ({wrote}) uses format {value!r} in {_where(locations)}: it is not a CompressionFormat "
-                  f"of {reader} ({', '.join(schema.formats)}); vLLM finds no compressed-tensors scheme that "
-                  "decompresses it.",
+                  f"of {reader} ({', '.join(schema.formats)}); vLLM raises `No compressed-tensors compatible scheme "
+                  "was found` for those layers (checked for compressed-tensors 0.20's mxfp6-pack-quantized on "
+                  "vLLM 0.32).",
             fix=_fix(schema, "produce a format the reader knows", lambda s, v=value: v in s.formats),
             problem=f"format-{value}")
 
