@@ -295,7 +295,7 @@ class CtSchema:
     vllm_version: str | None = None
 
     @classmethod
-    def from_probe(cls, data: Mapping[str, object], *, source: str) -> "CtSchema":
+    def from_probe(cls, data: Mapping[str, object], *, source: str) -> CtSchema:
         """Build one from ``ct_schema_probe.py``'s JSON answer."""
         models = {}
         for name, m in dict(data["models"]).items():  # type: ignore[call-overload]
@@ -346,6 +346,17 @@ COMPRESSED_TENSORS_SCHEMAS: dict[str, CtSchema] = {s.version: s for s in [
                ("calibration", "compressed", "decompressed", "frozen", "initialized"), scheme_format_enum=True),
 ]}
 
+#: compressed-tensors release -> (the ``actorder`` values its ``QuantizationArgs.validate_model_after`` constrains,
+#: the weight strategies it then accepts): a cross-field check that field names and enums do not show. 0.12.2
+#: refuses any activation ordering outside ``group`` ("Must use group quantization strategy in order to apply
+#: activation ordering"), which llm-compressor 0.14's GPTQModifier writes (``actorder: static``) for channel,
+#: tensor, block and tensor_group weights too (llmcompressor/modifiers/gptq/base.py resolve_quantization_config;
+#: llm-compressor#2805); 0.17.0 constrains only group ordering (``True`` means group).
+CT_ACTORDER_STRATEGIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "0.12.2": (("true", "group", "dynamic", "weight", "static"), ("group",)),
+    "0.17.0": (("true", "group", "dynamic"), ("group", "tensor_group")),
+}
+
 #: vLLM release -> the compressed-tensors it pins (``Requires-Dist: compressed-tensors==...`` of the PyPI wheel)
 VLLM_COMPRESSED_TENSORS_PINS: dict[str, str] = {
     "0.13.0": "0.12.2", "0.24.0": "0.17.0", "0.25.0": "0.17.0", "0.32.0": "0.17.0", "0.33.0": "0.17.0",
@@ -364,9 +375,9 @@ CT_EXTRA_TOP_LEVEL_KEYS: tuple[str, ...] = ("version", "sparsity_config", "trans
 #: top-level keys a newer compressed-tensors writes whose meaning a reader that drops them loses: key -> (the
 #: release that added it, what the reader then does)
 CT_SEMANTIC_TOP_LEVEL_KEYS: dict[str, tuple[str, str]] = {
-    "moe_sparsity_config": ("0.20.0", "per-layer expert counts of a pruned MoE (REAP `prune` / MoNe `novice`): "
-                                      "a reader that drops it builds every MoE layer with config.json's full "
-                                      "expert count, so the pruned layers' experts are missing or misplaced"),
+    "moe_sparsity_config": ("0.20.0", ("per-layer expert counts of a pruned MoE (REAP `prune` / MoNe `novice`): "
+                                       "a reader that drops it builds every MoE layer with config.json's full "
+                                       "expert count, so the pruned layers' experts are missing or misplaced")),
 }
 
 #: ModelOpt ``kv_cache_quant_algo`` values vLLM maps to a KV-cache dtype (``MODELOPT_TO_VLLM_KV_CACHE_DTYPE_MAP``

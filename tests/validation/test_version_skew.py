@@ -223,9 +223,8 @@ def test_vllms_parser_in_the_serve_environment_agrees(clone, tmp_path: Path):
     assert "No compressed-tensors compatible scheme was found" in parsed["mxfp6"].get("error", ""), parsed["mxfp6"]
     # vLLM accepts the pruned-MoE config and nothing in it reads moe_sparsity_config: the counts are dropped
     assert parsed["moe-sparsity"] == {"ok": True}
-    vllm_pkg = Path(subprocess.run([str(py), "-c", "import importlib.util as u; "
-                                    "print(u.find_spec('vllm').submodule_search_locations[0])"],
-                                   capture_output=True, text=True, check=True).stdout.strip())
+    find = "import importlib.util as u; print(u.find_spec('vllm').submodule_search_locations[0])"
+    vllm_pkg = Path(subprocess.run([str(py), "-c", find], capture_output=True, text=True, check=True).stdout.strip())
     assert not any("moe_sparsity_config" in p.read_text(errors="ignore") for p in vllm_pkg.rglob("*.py"))
     # and the header-only validator says the same
     for name, ckpt in cases.items():
@@ -244,3 +243,15 @@ def test_modelopt_mixed_precision_layer_algorithm_vllm_does_not_load_is_an_error
     assert len(found) == 1 and found[0].severity == "error"
     assert "'W4A16_AWQ'" in found[0].message and "UnquantizedLinearMethod" in found[0].message
     assert "2 modules" in found[0].message
+
+
+@pytest.mark.produce
+def test_gptq_static_actorder_on_channel_weights_is_refused_by_vllm_013_only(clone):
+    """llm-compressor 0.14's GPTQModifier writes actorder "static" for channel weights (a real quantkit W8A8
+    smoothquant+gptq run wrote exactly this); compressed-tensors 0.12.2 refuses it, 0.17.0 accepts it."""
+    ckpt = mutate.edit_quant_config(clone("lc-w8a8"), lambda q: q["config_groups"]["group_0"]["weights"].update(
+        actorder="static"))
+    assert _skew(validate(ckpt)) == []
+    old = [e for e in _errors(validate(ckpt, vllm_version="0.13.0")) if "actorder" in e.message]
+    assert len(old) == 1 and "Must use group quantization strategy" in old[0].message
+    assert "vLLM 0.24.0 or newer" in old[0].fix

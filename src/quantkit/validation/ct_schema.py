@@ -29,8 +29,16 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from quantkit.validation.vllm_registry import ENV_MODE, installed_vllm_dir, parse_version
-from quantkit.vllm_facts import COMPRESSED_TENSORS_SCHEMAS, VLLM_COMPRESSED_TENSORS_PINS, CtSchema
+from quantkit.validation.vllm_registry import (
+    ENV_MODE,
+    installed_vllm_dir,
+    parse_version,
+)
+from quantkit.vllm_facts import (
+    COMPRESSED_TENSORS_SCHEMAS,
+    VLLM_COMPRESSED_TENSORS_PINS,
+    CtSchema,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +86,7 @@ def _site_packages(python: Path) -> Path | None:
 
         spec = importlib.util.find_spec("compressed_tensors")
         if spec is not None and spec.submodule_search_locations:
-            return Path(list(spec.submodule_search_locations)[0]).parent
+            return Path(next(iter(spec.submodule_search_locations))).parent
         return None
     found = sorted(python.parent.parent.glob("lib/python3*/site-packages/compressed_tensors"))
     return found[0].parent if found else None
@@ -92,8 +100,10 @@ def _dist_version(site: Path, names: tuple[str, ...]) -> str | None:
 
 
 #: the models vLLM validates (and the ones holding the enums they use), by module under compressed_tensors/
-_SOURCE_MODELS = {"QuantizationArgs": "quantization/quant_args.py", "QuantizationScheme": "quantization/quant_scheme.py",
-                  "QuantizationConfig": "quantization/quant_config.py", "TransformConfig": "transform/transform_config.py",
+_SOURCE_MODELS = {"QuantizationArgs": "quantization/quant_args.py",
+                  "QuantizationScheme": "quantization/quant_scheme.py",
+                  "QuantizationConfig": "quantization/quant_config.py",
+                  "TransformConfig": "transform/transform_config.py",
                   "TransformScheme": "transform/transform_scheme.py"}
 _SOURCE_ENUMS = ("quantization/quant_args.py", "quantization/quant_config.py", "config/base.py")
 
@@ -125,8 +135,8 @@ def read_ct_source(pkg: Path) -> dict:
                 kinds = [e for e in used if e in enums]
                 entry: dict = {}
                 if kinds:
-                    entry = {"enum": sorted({v for e in kinds for v in enums[e]}), "enum_class": "|".join(sorted(kinds)),
-                             "bool": "bool" in used}
+                    entry = {"enum": sorted({v for e in kinds for v in enums[e]}),
+                             "enum_class": "|".join(sorted(kinds)), "bool": "bool" in used}
                 fields[st.target.id] = entry
             elif (isinstance(st, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "model_config"
                                                       for t in st.targets) and isinstance(st.value, ast.Call)):

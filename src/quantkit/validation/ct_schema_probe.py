@@ -57,7 +57,11 @@ def _model(cls: Any) -> dict[str, Any]:
 def probe() -> dict[str, Any]:
     import compressed_tensors
     from compressed_tensors.config import CompressionFormat
-    from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
+    from compressed_tensors.quantization import (
+        QuantizationArgs,
+        QuantizationConfig,
+        QuantizationScheme,
+    )
 
     models = {"QuantizationArgs": _model(QuantizationArgs), "QuantizationScheme": _model(QuantizationScheme),
               "QuantizationConfig": _model(QuantizationConfig)}

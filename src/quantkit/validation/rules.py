@@ -204,9 +204,9 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "same output removes those whose process is dead); copy the tokenizer files from the source model.",
          severity="warning"),
     Rule("config-schema-known", 20, "The target vLLM's reader knows every config field",
-         "A compressed-tensors `quantization_config` uses only fields and enum values that the compressed-tensors "
-         "the target vLLM pins accepts (read from the serve environment's models, else quantkit's table per vLLM "
-         "release), and says which version wrote it (`version`); a ModelOpt export's `kv_cache_quant_algo` and "
+         "A compressed-tensors `quantization_config` uses only fields, enum values and `actorder`/`strategy` pairs "
+         "that the compressed-tensors the target vLLM pins accepts (read from the serve environment's models, else "
+         "quantkit's table per vLLM release), and says which version wrote it (`version`); a ModelOpt export's `kv_cache_quant_algo` and "
          "per-layer `quant_algo`s are ones that vLLM release reads (`producer.version` is named).",
          "vLLM validates each config group's args with its own QuantizationArgs (extra='forbid'): one field a "
          "newer compressed-tensors writes (`scale_dtype`, `zp_dtype`) or an enum value it does not know fails the "

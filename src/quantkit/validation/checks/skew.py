@@ -27,8 +27,9 @@ from quantkit.validation.context import Context
 from quantkit.validation.ct_schema import reader_schema
 from quantkit.validation.vllm_registry import parse_version
 from quantkit.vllm_facts import (
-    CT_EXTRA_TOP_LEVEL_KEYS,
     COMPRESSED_TENSORS_SCHEMAS,
+    CT_ACTORDER_STRATEGIES,
+    CT_EXTRA_TOP_LEVEL_KEYS,
     CT_SEMANTIC_TOP_LEVEL_KEYS,
     LLMCOMPRESSOR_COMPRESSED_TENSORS_PINS,
     MODELOPT_KV_ALGOS_READ,
@@ -101,6 +102,7 @@ def _check_ct(ctx: Context, data: Mapping[str, Any], where: str) -> None:
     bad: dict[tuple[str, str], list[str]] = {}
     group_extra: dict[str, list[str]] = {}
     bad_format: dict[str, list[str]] = {}
+    actorder_bad: dict[tuple[str, str], list[str]] = {}
     groups = data.get("config_groups")
     for name, group in (groups.items() if isinstance(groups, Mapping) else ()):
         if not isinstance(group, Mapping):
@@ -112,6 +114,13 @@ def _check_ct(ctx: Context, data: Mapping[str, Any], where: str) -> None:
             args = group.get(part)
             if isinstance(args, Mapping) and args:
                 _check_args(args, args_model, f"config_groups.{name}.{part}", unknown, bad)
+        weights = group.get("weights")
+        if isinstance(weights, Mapping) and schema.version in CT_ACTORDER_STRATEGIES:
+            constrained, strategies = CT_ACTORDER_STRATEGIES[schema.version]
+            order, strategy = weights.get("actorder"), weights.get("strategy")
+            key = "true" if order is True else (order.lower() if isinstance(order, str) else None)
+            if key in constrained and str(strategy).lower() not in strategies:
+                actorder_bad.setdefault((repr(order), str(strategy)), []).append(f"config_groups.{name}.weights")
         fmt = group.get("format")
         if isinstance(fmt, str) and fmt not in schema.formats:
             bad_format.setdefault(fmt, []).append(f"config_groups.{name}.format")
@@ -137,6 +146,19 @@ def _check_ct(ctx: Context, data: Mapping[str, Any], where: str) -> None:
             fix=_fix(schema, f"choose a {key} the reader knows and re-quantize",
                      lambda s, k=key, v=value: v.strip("'").lower() in s.models["QuantizationArgs"].enums.get(k, ())),
             problem=f"args-value-{key}-{value}")
+    for (order, strategy), locations in actorder_bad.items():
+        allowed_strategies = " or ".join(CT_ACTORDER_STRATEGIES[schema.version][1])
+        ctx.findings.add(
+            RULE, f"{where} ({wrote}) sets actorder={order} with strategy {strategy!r} in {_where(locations)}: "
+                  f"{reader} allows that ordering only with strategy {allowed_strategies}, "
+                  "so QuantizationArgs.model_validate raises `Must use group quantization strategy in order to apply "
+                  "activation ordering` and vLLM does not load the checkpoint (llm-compressor#2805).",
+            fix=_fix(schema, "set `actorder` to null there (GPTQModifier(actorder=None)); a weight/static ordering "
+                             "only changed the calibration order, so the stored weights stay valid",
+                     lambda s, o=order, st=strategy: s.version in CT_ACTORDER_STRATEGIES and not (
+                         ("true" if o == "True" else o.strip("'").lower()) in CT_ACTORDER_STRATEGIES[s.version][0]
+                         and st.lower() not in CT_ACTORDER_STRATEGIES[s.version][1])),
+            problem=f"actorder-{order}-{strategy}")
     for value, locations in bad_format.items():
         ctx.findings.add(
             RULE, f"{where} ({wrote}) uses format {value!r} in {_where(locations)}: it is not a CompressionFormat "
