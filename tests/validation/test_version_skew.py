@@ -255,3 +255,15 @@ def test_gptq_static_actorder_on_channel_weights_is_refused_by_vllm_013_only(clo
     old = [e for e in _errors(validate(ckpt, vllm_version="0.13.0")) if "actorder" in e.message]
     assert len(old) == 1 and "Must use group quantization strategy" in old[0].message
     assert "vLLM 0.24.0 or newer" in old[0].fix
+
+
+@pytest.mark.produce
+def test_an_unknown_global_format_counts_only_for_groups_without_their_own(clone):
+    def global_only(q: dict) -> None:
+        q["config_groups"]["group_0"].pop("format")
+        q["format"] = "mxfp6-pack-quantized"
+
+    assert any("mxfp6-pack-quantized" in e.message
+               for e in _errors(validate(mutate.edit_quant_config(clone("lc-fp8-dynamic"), global_only))))
+    ckpt = mutate.edit_quant_config(clone("lc-fp8-dynamic"), lambda q: q.update(format="mxfp6-pack-quantized"))
+    assert _skew(validate(ckpt)) == []

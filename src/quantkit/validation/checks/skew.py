@@ -50,11 +50,11 @@ def _where(locations: list[str]) -> str:
 
 def _pins_for(ct_version: str) -> str:
     """Which llm-compressor / vLLM releases pair with ``ct_version`` (for the fix text)."""
-    lc = [v for v, ct in LLMCOMPRESSOR_COMPRESSED_TENSORS_PINS.items() if parse_version(ct)[:2] == parse_version(
-        ct_version)[:2]]
-    lc_text = (f"an llm-compressor that pins it ({', '.join(lc)})" if lc else
-               "llm-compressor with `pip install compressed-tensors==" + ct_version + "` forced beside it")
-    return lc_text
+    minor = parse_version(ct_version)[:2]
+    lc = [v for v, ct in LLMCOMPRESSOR_COMPRESSED_TENSORS_PINS.items() if parse_version(ct)[:2] == minor]
+    if lc:
+        return f"llm-compressor {', '.join(lc)} pins compressed-tensors {'.'.join(map(str, minor))}.x"
+    return f"llm-compressor with `pip install compressed-tensors=={ct_version}` forced beside it"
 
 
 def _readers_that_accept(accepts: Callable[[CtSchema], bool]) -> str:
@@ -124,8 +124,10 @@ def _check_ct(ctx: Context, data: Mapping[str, Any], where: str) -> None:
         fmt = group.get("format")
         if isinstance(fmt, str) and fmt not in schema.formats:
             bad_format.setdefault(fmt, []).append(f"config_groups.{name}.format")
+    # the global format only counts for groups without their own (``is_activation_quantization_format``)
     fmt = data.get("format")
-    if isinstance(fmt, str) and fmt not in schema.formats:
+    if (isinstance(fmt, str) and fmt not in schema.formats and isinstance(groups, Mapping)
+            and any(isinstance(g, Mapping) and not g.get("format") for g in groups.values())):
         bad_format.setdefault(fmt, []).append("format")
 
     for key, locations in unknown.items():
