@@ -262,3 +262,137 @@ BUNDLED = VllmFacts(
     },
 )
 
+
+
+# ------------------------------------------------------------------------ version skew: what the reader knows
+
+@dataclass(frozen=True)
+class CtModelSchema:
+    """One compressed-tensors pydantic model as a reader sees it: ``extra`` is its ``model_config["extra"]``
+    (``forbid``: an unknown key is a ``ValidationError``; ``ignore``: the key is dropped), ``fields`` its field
+    names, ``enums`` the values each enum-typed field accepts (lower case; aliases included), ``bool_ok`` the
+    enum fields that also take a bool (``dynamic``, ``actorder``)."""
+
+    extra: str
+    fields: tuple[str, ...]
+    enums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    bool_ok: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CtSchema:
+    """What one compressed-tensors release accepts in a checkpoint's ``quantization_config``.
+
+    ``formats`` are its ``CompressionFormat`` values; ``models`` its ``QuantizationArgs``, ``QuantizationScheme``,
+    ``QuantizationConfig``, ``TransformConfig`` and ``TransformScheme``. Read from the serve environment by
+    ``validation/ct_schema.py`` where there is one, else taken from :data:`COMPRESSED_TENSORS_SCHEMAS`.
+    """
+
+    version: str
+    formats: tuple[str, ...]
+    models: Mapping[str, CtModelSchema]
+    source: str = ""
+    vllm_version: str | None = None
+
+    @classmethod
+    def from_probe(cls, data: Mapping[str, object], *, source: str) -> CtSchema:
+        """Build one from ``ct_schema_probe.py``'s JSON answer."""
+        models = {}
+        for name, m in dict(data["models"]).items():  # type: ignore[call-overload]
+            fields = dict(m["fields"])
+            models[name] = CtModelSchema(
+                str(m["extra"]), tuple(sorted(fields)),
+                {k: tuple(sorted(str(x).lower() for x in v["enum"])) for k, v in sorted(fields.items())
+                 if v.get("enum")},
+                tuple(sorted(k for k, v in fields.items() if v.get("enum") and v.get("bool"))))
+        vllm = data.get("vllm")
+        return cls(str(data["compressed_tensors"]), tuple(data["formats"]), models, source,  # type: ignore[arg-type]
+                   str(vllm) if vllm else None)
+
+
+_CT_FORMATS_0_12 = ("dense", "float-quantized", "int-quantized", "marlin-24", "mixed-precision", "naive-quantized",
+                    "nvfp4-pack-quantized", "pack-quantized", "sparse-24-bitmask", "sparse-bitmask")
+_CT_FORMATS_0_17 = tuple(sorted(_CT_FORMATS_0_12 + ("mxfp4-pack-quantized", "mxfp8-quantized")))
+_CT_ARGS_0_12 = ("actorder", "block_structure", "dynamic", "group_size", "num_bits", "observer", "observer_kwargs",
+                 "strategy", "symmetric", "type")
+_CT_STRATEGIES_0_12 = ("block", "channel", "group", "tensor", "tensor_group", "token")
+_CT_CONFIG_FIELDS = ("config_groups", "format", "global_compression_ratio", "ignore", "kv_cache_scheme",
+                     "quant_method", "quantization_status", "run_compressed")
+_CT_TRANSFORM = {"TransformConfig": CtModelSchema("forbid", ("config_groups",)),
+                 "TransformScheme": CtModelSchema("forbid", ("apply", "head_dim", "precision", "randomize",
+                                                             "requires_grad", "type"))}
+
+
+def _ct_schema(version: str, formats: tuple[str, ...], args: tuple[str, ...], strategies: tuple[str, ...],
+               statuses: tuple[str, ...], scheme_format_enum: bool) -> CtSchema:
+    return CtSchema(version, formats, {
+        "QuantizationArgs": CtModelSchema(
+            "forbid", args, {"actorder": ("dynamic", "group", "static", "weight"), "dynamic": ("local",),
+                             "strategy": strategies, "type": ("float", "int")}, ("actorder", "dynamic")),
+        "QuantizationScheme": CtModelSchema(
+            "forbid", ("format", "input_activations", "output_activations", "targets", "weights"),
+            {"format": formats} if scheme_format_enum else {}),
+        "QuantizationConfig": CtModelSchema("ignore", _CT_CONFIG_FIELDS, {"quantization_status": statuses}),
+        **_CT_TRANSFORM}, source=f"quantkit's table (read from compressed-tensors {version}'s models)")
+
+
+#: compressed-tensors release -> what its models accept; read with ``ct_schema_probe.py`` from the PyPI wheels
+#: (0.12.2: the last without ``scale_dtype``/``zp_dtype`` and ``attn_head``; 0.17.0: what vLLM 0.24-0.33 pin)
+COMPRESSED_TENSORS_SCHEMAS: dict[str, CtSchema] = {s.version: s for s in [
+    _ct_schema("0.12.2", _CT_FORMATS_0_12, _CT_ARGS_0_12, _CT_STRATEGIES_0_12,
+               ("calibration", "compressed", "frozen", "initialized"), scheme_format_enum=False),
+    _ct_schema("0.17.0", _CT_FORMATS_0_17, tuple(sorted(_CT_ARGS_0_12 + ("scale_dtype", "zp_dtype"))),
+               tuple(sorted(_CT_STRATEGIES_0_12 + ("attn_head",))),
+               ("calibration", "compressed", "decompressed", "frozen", "initialized"), scheme_format_enum=True),
+]}
+
+#: compressed-tensors release -> (the ``actorder`` values its ``QuantizationArgs.validate_model_after`` constrains,
+#: the weight strategies it then accepts): a cross-field check that field names and enums do not show. 0.12.2
+#: refuses any activation ordering outside ``group`` ("Must use group quantization strategy in order to apply
+#: activation ordering"), which llm-compressor 0.14's GPTQModifier writes (``actorder: static``) for channel,
+#: tensor, block and tensor_group weights too (llmcompressor/modifiers/gptq/base.py resolve_quantization_config;
+#: llm-compressor#2805); 0.17.0 constrains only group ordering (``True`` means group).
+CT_ACTORDER_STRATEGIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "0.12.2": (("true", "group", "dynamic", "weight", "static"), ("group",)),
+    "0.17.0": (("true", "group", "dynamic"), ("group", "tensor_group")),
+}
+
+#: vLLM release -> the compressed-tensors it pins (``Requires-Dist: compressed-tensors==...`` of the PyPI wheel)
+VLLM_COMPRESSED_TENSORS_PINS: dict[str, str] = {
+    "0.13.0": "0.12.2", "0.24.0": "0.17.0", "0.25.0": "0.17.0", "0.32.0": "0.17.0", "0.33.0": "0.17.0",
+}
+
+#: llm-compressor release -> the compressed-tensors it pins (for the fix text: which producer writes for a reader)
+LLMCOMPRESSOR_COMPRESSED_TENSORS_PINS: dict[str, str] = {
+    "0.9.0": "0.13.0", "0.11.0": "0.16.0", "0.12.0": "0.17.1", "0.13.0": "0.18.0", "0.14.0.1": "0.19.0",
+}
+
+#: top-level ``quantization_config`` keys that are no ``QuantizationConfig`` field but that compressed-tensors'
+#: ``ModelCompressor.update_config`` writes and vLLM's ``CompressedTensorsConfig.from_config`` reads by key
+CT_EXTRA_TOP_LEVEL_KEYS: tuple[str, ...] = ("version", "sparsity_config", "transform_config", "total_num_heads",
+                                            "total_num_kv_heads")
+
+#: top-level keys a newer compressed-tensors writes whose meaning a reader that drops them loses: key -> (the
+#: release that added it, what the reader then does)
+CT_SEMANTIC_TOP_LEVEL_KEYS: dict[str, tuple[str, str]] = {
+    "moe_sparsity_config": ("0.20.0", ("per-layer expert counts of a pruned MoE (REAP `prune` / MoNe `novice`): "
+                                       "a reader that drops it builds every MoE layer with config.json's full "
+                                       "expert count, so the pruned layers' experts are missing or misplaced")),
+}
+
+#: ModelOpt ``kv_cache_quant_algo`` values vLLM maps to a KV-cache dtype (``MODELOPT_TO_VLLM_KV_CACHE_DTYPE_MAP``
+#: in ``vllm/utils/torch_utils.py``); any other value makes ``get_kv_cache_quant_algo_string`` warn and fall back
+#: to ``auto`` (a 16-bit KV cache)
+MODELOPT_KV_ALGOS_READ: tuple[str, ...] = ("FP8", "NVFP4")
+
+
+def modelopt_kv_algo_read(kv: object) -> object:
+    """A ModelOpt KV declaration as ``get_kv_cache_quant_algo_string`` reads it: a ``kv_cache_scheme`` dict of
+    FP8 (static, 8-bit float) or NVFP4 (4-bit float) becomes that algorithm's name, another dict stays a dict,
+    a string stays itself."""
+    if isinstance(kv, Mapping):
+        if kv.get("dynamic") is False and kv.get("num_bits") == 8 and kv.get("type") == "float":
+            return MODELOPT_KV_ALGOS_READ[0]
+        if kv.get("num_bits") == 4 and kv.get("type") == "float":
+            return MODELOPT_KV_ALGOS_READ[1]
+    return kv

@@ -203,6 +203,23 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "Use the published output directory and delete the staging one (the next `quantkit quantize` to the "
          "same output removes those whose process is dead); copy the tokenizer files from the source model.",
          severity="warning"),
+    Rule("config-schema-known", 20, "The target vLLM's reader knows every config field",
+         "A compressed-tensors `quantization_config` uses only fields, enum values and `actorder`/`strategy` pairs "
+         "that the compressed-tensors the target vLLM pins accepts (read from the serve environment's models, else "
+         "quantkit's table per vLLM release), and says which version wrote it (`version`); a ModelOpt export's `kv_cache_quant_algo` and "
+         "per-layer `quant_algo`s are ones that vLLM release reads (`producer.version` is named).",
+         "vLLM validates each config group's args with its own QuantizationArgs (extra='forbid'): one field a "
+         "newer compressed-tensors writes (`scale_dtype`, `zp_dtype`) or an enum value it does not know fails the "
+         "load. Top-level keys vLLM reads by key and drops silently: an error where that changes what the tensors "
+         "mean (`moe_sparsity_config`), else a warning. An unknown ModelOpt KV algorithm falls back to a 16-bit "
+         "KV cache; an unknown per-layer algorithm builds the layer unquantized.",
+         ("llm-compressor#2057", "llm-compressor#2234", "llm-compressor#2805",
+          "vllm/model_executor/layers/quantization/compressed_tensors/compressed_tensors.py "
+          "(_quantization_scheme_map_from_config: QuantizationArgs.model_validate)",
+          "vllm/utils/torch_utils.py (get_kv_cache_quant_algo_string)"),
+         "Produce with the compressed-tensors the target vLLM pins (or an llm-compressor that pins it), or serve "
+         "with a vLLM whose compressed-tensors is at least the writer's; a field that is null can be deleted from "
+         "config.json."),
     Rule("validator-internal", 99, "The validator could not run a rule",
          "A rule hit input it could not interpret; the checkpoint is not proven loadable.",
          "The validator never fails silently: an unchecked rule is not a passed rule.",

@@ -18,7 +18,7 @@ from quantkit.validation.rules import RULES
 
 CheckFn = Callable[[Context], None]
 CHECKS: dict[str, CheckFn] = {}
-_MODULES = ("config", "names", "kernels", "tensors", "publish")
+_MODULES = ("config", "names", "kernels", "tensors", "publish", "skew")
 
 
 def check(rule_id: str) -> Callable[[CheckFn], CheckFn]:
