@@ -24,11 +24,14 @@ from quantkit.backends.base import Backend
 from quantkit.calibration import (
     DEFAULT_MAX_SEQ_LENGTH,
     DEFAULT_NUM_SAMPLES,
+    builtin_text_warning,
+    describe_calibration,
     tokenize_samples,
 )
 from quantkit.checkpoint import atomic
 from quantkit.errors import PlanOptionError, ValidationFailedError
 from quantkit.hardware import HardwareName, support
+from quantkit.models.embedded import is_embedded
 from quantkit.planning.planner import EXPLICIT_RULE, Plan, plan
 from quantkit.schemes import KvCacheDtype, SchemeName
 
@@ -119,8 +122,8 @@ def quantize(
     backend: str | None = None,
     kv_cache: KvCacheDtype | str | None = None,
     calibration: Any = None,
-    num_calibration_samples: int = DEFAULT_NUM_SAMPLES,
-    max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
+    num_calibration_samples: int | None = None,
+    max_seq_length: int | None = None,
     group_size: int | None = None,
     ignore: list[str] | tuple[str, ...] = (),
     tokenizer: Any = None,
@@ -148,8 +151,10 @@ def quantize(
         kv_cache: ``"fp8"`` to add a calibrated FP8 KV-cache scheme, ``"auto"`` for none; None lets the plan
             decide.
         calibration: list of strings, a ``datasets.Dataset``, a .txt/.jsonl path, or None for the shipped text.
-        num_calibration_samples: calibration samples (windows of ``max_seq_length`` tokens).
-        max_seq_length: tokens per calibration sample.
+        num_calibration_samples: calibration samples (windows of ``max_seq_length`` tokens); None takes the
+            plan's (the producer's recommendation, 512; 32 for the embedded demo).
+        max_seq_length: tokens per calibration sample; None takes the plan's (2048 for llm-compressor, 512 for
+            ModelOpt; 256 for the embedded demo).
         group_size: force a 4-bit group size; by default the largest of 128/64/32 that divides every layer.
         ignore: extra module names or ``re:`` patterns to keep unquantized, on top of the planned list.
         overwrite: replace an existing ``output_dir``.
@@ -186,7 +191,7 @@ def quantize(
 
 
 def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = None, calibration: Any = None,
-            num_calibration_samples: int = DEFAULT_NUM_SAMPLES, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
+            num_calibration_samples: int | None = None, max_seq_length: int | None = None,
             tokenizer: Any = None, overwrite: bool = False, t_start: float | None = None) -> QuantizeResult:
     """Run a :class:`Plan`: load the model, produce with the plan's backend, validate against the plan,
     publish atomically. Every choice comes from ``chosen``; ``model`` defaults to the plan's model path."""
@@ -220,8 +225,14 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
         loaded = load_model("embedded" if model is None else model, tokenizer)
     t_load = time.perf_counter() - t0
 
+    num_calibration_samples = num_calibration_samples or chosen.calibration_samples or DEFAULT_NUM_SAMPLES
+    max_seq_length = max_seq_length or chosen.calibration_seq_len or DEFAULT_MAX_SEQ_LENGTH
     samples = tokenize_samples(calibration, loaded.tokenizer, num_samples=num_calibration_samples,
                                max_seq_length=max_seq_length) if chosen.needs_calibration else ()
+    if samples and calibration is None and not is_embedded(loaded.source):
+        warning = builtin_text_warning(str(loaded.source or name))
+        log.warning("%s", warning)
+        notes.append(warning)
     job = ProduceJob(model=loaded.model, tokenizer=loaded.tokenizer, scheme=sch, ignore=chosen.ignore,
                      kv_cache=chosen.kv_cache_dtype, calibration=samples, max_seq_length=max_seq_length,
                      group_size=chosen.group_size, options={"for_vllm": chosen.for_vllm, "hardware": hw.name})
@@ -235,7 +246,10 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
         manifest = {
             "scheme": sch.name, "backend": runner.name, "hardware": hw.name, "kv_cache": chosen.kv_cache_dtype,
             "group_size": chosen.group_size, "ignore": list(chosen.ignore), "num_calibration_samples": len(samples),
-            "max_seq_length": max_seq_length if samples else None, "source": str(loaded.source or loaded.name),
+            "max_seq_length": max_seq_length if samples else None,
+            "calibration": {"source": describe_calibration(calibration) if samples else None,
+                            "tokens": sum(len(x) for x in samples)},
+            "source": str(loaded.source or loaded.name),
             "for_vllm": chosen.for_vllm, "plan": {"rule": chosen.rule, "overrides": list(chosen.overrides),
                                                   "tensor_parallel_size": chosen.tensor_parallel_size,
                                                   "vllm_args": dict(chosen.vllm_args)},

@@ -81,6 +81,9 @@ class Backend(ABC):
     name: ClassVar[str]
     #: import name -> the pip requirement that provides it
     requires: ClassVar[dict[str, str]] = {}
+    #: (samples, tokens per sample, where the figure comes from): the producer's own calibration recommendation,
+    #: the default for real models (the plan states it; ``num_calibration_samples``/``max_seq_length`` override)
+    calibration_recommendation: ClassVar[tuple[int, int, str]] = (512, 2048, "the common PTQ default")
 
     @abstractmethod
     def can_produce(self, scheme: Scheme) -> bool:

@@ -38,6 +38,9 @@ class LlmCompressorBackend(Backend):
     """Drives ``llmcompressor.oneshot`` and saves a compressed-tensors checkpoint."""
 
     requires = {"llmcompressor": "llmcompressor==0.14.0.1", "compressed_tensors": "compressed-tensors==0.19.0"}
+    # llm-compressor's examples (examples/quantization_w8a8_int8, w4a16, ...): NUM_CALIBRATION_SAMPLES = 512,
+    # MAX_SEQUENCE_LENGTH = 2048
+    calibration_recommendation = (512, 2048, "llm-compressor's examples: 512 samples x 2048 tokens")
 
     def can_produce(self, scheme: Scheme) -> bool:
         return scheme.llmcompressor is not None

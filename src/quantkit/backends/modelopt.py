@@ -172,6 +172,8 @@ class ModelOptBackend(Backend):
     """Drives ``modelopt.torch.quantization.quantize`` and ``export_hf_checkpoint``."""
 
     requires = {"modelopt": "nvidia-modelopt==0.47.0", "transformers": "transformers>=5.15,<=5.17.0"}
+    # ModelOpt's examples/llm_ptq/hf_ptq.py: --calib_size 512, --calib_seq 512
+    calibration_recommendation = (512, 512, "ModelOpt's hf_ptq.py: 512 samples x 512 tokens")
 
     def can_produce(self, scheme: Scheme) -> bool:
         return scheme.modelopt is not None

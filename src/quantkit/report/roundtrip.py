@@ -70,13 +70,14 @@ def compare_checkpoints(original: str | Path, quantized: str | Path, *, hardware
 
 def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ...] = ("auto",), *,
               hardware: str | None = None, output_root: str | Path = "runs", overwrite: bool = False,
-              num_calibration_samples: int = 64, max_seq_length: int = 512, eval_tokens: int = 4096,
+              num_calibration_samples: int | None = None, max_seq_length: int | None = None, eval_tokens: int = 4096,
               speed: bool = True, kv_cache: str | None = None, verbose: bool = False) -> RoundTripReport:
     """Quantize ``model`` with each scheme, then load original and quantized in vLLM and compare them.
 
     Writes ``report.json``, ``report.md`` and ``report.png`` into ``output_root``; checkpoints go to
     ``output_root/<scheme>``. ``hardware`` defaults to the local GPU, else ``cpu`` (where vLLM runs the
-    measurements), as everywhere else; each scheme is planned once and the plan executed.
+    measurements), as everywhere else; each scheme is planned once and the plan executed. Calibration size
+    defaults to the plan's (32 x 256 tokens for the embedded demo, the producer's recommendation otherwise).
 
     Progress goes to stderr as named stages (``[k/n]``) with the step inside each (the layer being calibrated,
     what vLLM is doing) and the time left; what llm-compressor, ModelOpt and vLLM print goes to
@@ -114,8 +115,9 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
             t0 = time.perf_counter()
             name = chosen.scheme.name
             log.info("plan for %s: %s", hardware, chosen.summary())
-            data = (f"calibration {num_calibration_samples} x {max_seq_length} tokens"
-                    if chosen.needs_calibration else "data-free")
+            data = (f"calibration {num_calibration_samples or chosen.calibration_samples} x "
+                    f"{max_seq_length or chosen.calibration_seq_len} tokens" if chosen.needs_calibration
+                    else "data-free")
             with prog.stage(f"quantize {name}", f"{chosen.backend}, {data}"):
                 res = quantize(src, chosen, output_dir=root / name, overwrite=overwrite,
                                num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length)
