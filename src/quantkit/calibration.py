@@ -1,8 +1,9 @@
 """Calibration and evaluation text: the user's, or the text shipped with quantkit.
 
-Calibration data may be a list of strings, a ``datasets.Dataset`` (a ``text`` column, or already tokenized
-``input_ids``), a path to a ``.txt``/``.jsonl`` file, or None for the embedded default (Macbeth and Julius
-Caesar). Evaluation uses *Hamlet*, which calibration never sees.
+Calibration data may be a list of strings, a list of chats (``[{"role": ..., "content": ...}, ...]``, rendered
+with the model's chat template), a ``datasets.Dataset`` (a ``text`` or chat ``messages`` column, or already
+tokenized ``input_ids``), a path to a ``.txt`` file or a ``.jsonl`` file of ``{"text": ...}`` or
+``{"messages": [...]}`` rows, or None for the embedded default (Macbeth and Julius Caesar). Evaluation uses *Hamlet*, which calibration never sees.
 """
 
 from __future__ import annotations
@@ -76,36 +77,89 @@ def describe_calibration(calibration: Any) -> str:
     if hasattr(calibration, "column_names"):
         return f"datasets.Dataset ({len(calibration)} rows)"
     if isinstance(calibration, Sequence):
-        return f"list of {len(calibration)} texts"
+        kind = "chats" if calibration and _is_chat(calibration[0]) else "texts"
+        return f"list of {len(calibration)} {kind}"
     return type(calibration).__name__
 
 
-def _texts_from(calibration: Any) -> list[str] | list[list[int]]:
+class Chat(tuple):
+    """One conversation (``[{"role": ..., "content": ...}, ...]``): rendered with the model's chat template
+    before tokenizing, so an instruct model is calibrated on what it will be served."""
+
+
+def _is_chat(x: Any) -> bool:
+    return (isinstance(x, (list, tuple)) and bool(x)
+            and all(isinstance(m, dict) and "role" in m and "content" in m for m in x))
+
+
+def _row(row: Any, where: str) -> str | Chat:
+    if isinstance(row, dict):
+        if "messages" in row and _is_chat(row["messages"]):
+            return Chat(row["messages"])
+        if "text" in row:
+            return str(row["text"])
+        raise CalibrationDataError(f"{where} has keys {sorted(row)}; quantkit reads 'text' or chat 'messages'.",
+                                   fix='Write one {"text": ...} or {"messages": [{"role": ..., "content": ...}]} '
+                                       "object per line.")
+    if _is_chat(row):
+        return Chat(row)
+    return str(row)
+
+
+def _texts_from(calibration: Any) -> list[str | Chat] | list[list[int]]:
     if calibration is None:
         return [default_calibration_text()]
     if isinstance(calibration, (str, Path)):
         path = Path(calibration)
         if not path.is_file():
             raise CalibrationDataError(f"Calibration file {str(path)!r} does not exist.",
-                                       fix="Pass a list of strings, a datasets.Dataset, or an existing .txt/.jsonl.")
+                                       fix="Pass a list of strings or chats, a datasets.Dataset, or an existing "
+                                           ".txt/.jsonl.")
         if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            return [str(r["text"]) if isinstance(r, dict) else str(r) for r in rows]
+            rows: list[str | Chat] = []
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise CalibrationDataError(f"{path.name} line {n} is not JSON ({e.msg}).",
+                                               fix="Write one JSON object per line.") from None
+                rows.append(_row(obj, f"{path.name} line {n}"))
+            if not rows:
+                raise CalibrationDataError(f"{path.name} has no rows.", fix="Write at least one JSON line.")
+            return rows
         return [path.read_text(encoding="utf-8")]
     if hasattr(calibration, "column_names"):  # datasets.Dataset, without importing datasets here
         cols = calibration.column_names
         if "input_ids" in cols:
             return [list(map(int, row)) for row in calibration["input_ids"]]
+        if "messages" in cols:
+            return [Chat(m) for m in calibration["messages"]]
         if "text" in cols:
             return [str(t) for t in calibration["text"]]
-        raise CalibrationDataError(f"The calibration Dataset has columns {cols}; quantkit needs 'text' or 'input_ids'.",
+        raise CalibrationDataError(f"The calibration Dataset has columns {cols}; quantkit needs 'text', chat "
+                                   "'messages' or 'input_ids'.",
                                    fix="Rename your text column to 'text' (dataset.rename_column(...)).")
-    if isinstance(calibration, Sequence) and all(isinstance(t, str) for t in calibration):
+    if isinstance(calibration, Sequence) and not isinstance(calibration, (str, bytes)):
         if not calibration:
-            raise CalibrationDataError("The calibration list is empty.", fix="Pass at least one text, or None for the default.")
-        return list(calibration)
+            raise CalibrationDataError("The calibration list is empty.",
+                                       fix="Pass at least one text, or None for the default.")
+        if all(isinstance(t, str) for t in calibration):
+            return list(calibration)
+        if all(_is_chat(t) for t in calibration):
+            return [Chat(t) for t in calibration]
     raise CalibrationDataError(f"Unsupported calibration data of type {type(calibration).__name__}.",
-                               fix="Pass a list of strings, a datasets.Dataset, a .txt/.jsonl path, or None.")
+                               fix="Pass a list of strings, a list of chats ([{'role': ..., 'content': ...}]), a "
+                                   "datasets.Dataset, a .txt/.jsonl path, or None.")
+
+
+def _render_chat(chat: Chat, tokenizer: Any) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise CalibrationDataError("Chat calibration data was given, but the tokenizer has no chat template.",
+                                   fix="Pass plain text ({'text': ...}) for a base model, or a tokenizer with a "
+                                       "chat_template.")
+    return str(tokenizer.apply_chat_template(list(chat), tokenize=False))
 
 
 def tokenize_samples(calibration: Any, tokenizer: Any, *, num_samples: int = DEFAULT_NUM_SAMPLES,
@@ -121,6 +175,8 @@ def tokenize_samples(calibration: Any, tokenizer: Any, *, num_samples: int = DEF
     items = _texts_from(calibration)
     samples: list[tuple[int, ...]] = []
     for item in items:
+        if isinstance(item, Chat):  # the template carries the special tokens the model is served with
+            item = _render_chat(item, tokenizer)
         ids = item if isinstance(item, list) else tokenizer(item, add_special_tokens=False)["input_ids"]
         for start in range(0, len(ids), max_seq_length):
             window = ids[start:start + max_seq_length]
