@@ -175,3 +175,19 @@ def test_no_gpu_is_cpu(real_detection: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PATH", str(real_detection))  # neither nvidia-smi nor rocm-smi
     assert hardware.query_local_gpu() is None
     assert hardware.default_hardware() is HARDWARE["cpu"]
+
+
+def test_cli_plans_for_a_capability(arch_dir: Callable[[str], Path], capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    from quantkit.cli import main
+
+    assert main(["plan", str(arch_dir("llama3")), "-H", "sm120:96", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["hardware"] == "sm120:96" and data["scheme"] == "fp8-dynamic"  # the SM 12.x rules
+    assert not any(w.startswith("[hardware]") for w in data["warnings"])  # nothing assumed: memory was given
+    assert main(["plan", str(arch_dir("llama3")), "-H", "sm90", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert any(w.startswith("[hardware]") and "79.6 GiB" in w for w in data["warnings"])
+    assert main(["plan", str(arch_dir("llama3")), "-H", "sm110"]) == 2
+    assert "sm110:80" in capsys.readouterr().err
