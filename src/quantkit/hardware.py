@@ -9,7 +9,11 @@ decimal GB (an "80GB" H100 reports 81,559 MiB = 79.6 GiB). The CPU row has 0: pl
 memory at run time instead (:func:`device_memory_bytes`).
 
 :func:`detect_local_gpu` names the local GPU from ``nvidia-smi`` (or ``rocm-smi``) when one is there; it never
-imports torch, so it costs one subprocess and no CUDA context.
+imports torch, so it costs one subprocess and no CUDA context. What it decides from is what the driver
+reports -- compute capability and memory; the table only adds facts (a name, a description, the TP domain).
+An NVIDIA GPU the table does not name is planned for from its capability (:func:`hardware_for_capability`),
+with a ``[hardware]`` warning saying what was assumed, never as a CPU. Users can name such a target the same
+way: ``sm90``, ``sm_89``, ``sm120:96`` (GiB per GPU).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import platform
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
@@ -46,6 +50,9 @@ class Hardware:
     description: str
     match: tuple[str, ...] = ()
     max_tp: int = 8
+    #: what was assumed rather than looked up (a GPU named by its capability, or one the table lacks);
+    #: planning and serving show it as a ``[hardware]`` warning. Empty for table entries.
+    assumed: str = ""
 
 
 HARDWARE: dict[str, Hardware] = {
@@ -60,18 +67,38 @@ HARDWARE: dict[str, Hardware] = {
                  (r"\bB200\b",)),
         Hardware("rtx5090", "cuda", "blackwell", 120, 31.8, True, True,
                  "NVIDIA RTX 5090 (consumer Blackwell, SM 12.0)", (r"RTX 5090",)),
-        # Hopper and Ada: FP8 tensor cores, no FP4.
+        # nvidia-smi: "NVIDIA RTX PRO 6000 Blackwell {Workstation,Max-Q Workstation,Server} Edition, 12.0, 97887"
+        Hardware("rtxpro6000", "cuda", "blackwell", 120, 95.6, True, True,
+                 "NVIDIA RTX PRO 6000 Blackwell (workstation/server Blackwell, SM 12.0)", (r"RTX PRO 6000",)),
+        # DGX Spark: nvidia-smi reports "NVIDIA GB10, 12.1, [N/A]" -- the GPU shares the host's 128 GB LPDDR5X
+        # (https://docs.nvidia.com/dgx/dgx-spark/known-issues.html); the OS sees 119.7 GiB of it. One GPU per box.
+        Hardware("gb10", "cuda", "blackwell", 121, 119.7, True, True,
+                 "NVIDIA GB10 (DGX Spark, Grace Blackwell with unified memory, SM 12.1)", (r"\bGB10\b",), max_tp=1),
+        # Hopper and Ada: FP8 tensor cores, no FP4. \b keeps H20 off H200 and L40 off L40S.
         Hardware("h200", "cuda", "hopper", 90, 140.4, True, False, "NVIDIA H200 (Hopper, SM 9.0)", (r"\bH200\b",)),
         Hardware("h100", "cuda", "hopper", 90, 79.6, True, False, "NVIDIA H100 80GB (Hopper, SM 9.0)",
                  (r"\bH100\b",)),
+        # China-market Hopper parts: H800 is an H100 with reduced NVLink ("NVIDIA H800, 9.0, 81559"); H20 a
+        # cut-down Hopper with 96 GB HBM3 ("NVIDIA H20, 9.0, 97871"; the 141 GB H20 reports its own memory).
+        Hardware("h800", "cuda", "hopper", 90, 79.6, True, False, "NVIDIA H800 80GB (Hopper, SM 9.0)",
+                 (r"\bH800\b",)),
+        Hardware("h20", "cuda", "hopper", 90, 95.6, True, False, "NVIDIA H20 96GB (Hopper, SM 9.0)", (r"\bH20\b",)),
         Hardware("l40s", "cuda", "ada", 89, 45.0, True, False, "NVIDIA L40S (Ada Lovelace, SM 8.9)", (r"\bL40S\b",)),
+        # "NVIDIA L40, 8.9, 46068": the L40S's predecessor, same 48 GB GDDR6
+        Hardware("l40", "cuda", "ada", 89, 45.0, True, False, "NVIDIA L40 (Ada Lovelace, SM 8.9)", (r"\bL40\b",)),
         Hardware("l4", "cuda", "ada", 89, 22.5, True, False, "NVIDIA L4 (Ada Lovelace, SM 8.9)", (r"\bL4\b",)),
         Hardware("rtx4090", "cuda", "ada", 89, 24.0, True, False, "NVIDIA RTX 4090 (Ada Lovelace, SM 8.9)",
                  (r"RTX 4090",)),
         # Ampere and Turing: INT8/INT4 tensor cores, no FP8.
         Hardware("a100", "cuda", "ampere", 80, 80.0, False, False, "NVIDIA A100 80GB (Ampere, SM 8.0)",
                  (r"\bA100\b",)),
+        # "NVIDIA A800-SXM4-80GB, 8.0, 81920": an A100 with reduced NVLink
+        Hardware("a800", "cuda", "ampere", 80, 80.0, False, False, "NVIDIA A800 80GB (Ampere, SM 8.0)",
+                 (r"\bA800\b",)),
         Hardware("a10g", "cuda", "ampere", 86, 22.5, False, False, "NVIDIA A10G (Ampere, SM 8.6)", (r"\bA10G?\b",)),
+        # "NVIDIA RTX A6000, 8.6, 49140" (not the "RTX 6000 Ada Generation", SM 8.9)
+        Hardware("rtxa6000", "cuda", "ampere", 86, 48.0, False, False, "NVIDIA RTX A6000 (Ampere, SM 8.6)",
+                 (r"\bRTX A6000\b",)),
         Hardware("t4", "cuda", "turing", 75, 15.0, False, False, "NVIDIA T4 (Turing, SM 7.5)", (r"\bT4\b",)),
         # ROCm: FP8 in the FNUZ variant (vLLM rescales E4M3FN checkpoints on load).
         Hardware("mi300x", "rocm", "cdna3", None, 192.0, True, False, "AMD MI300X (CDNA3, gfx942; FNUZ FP8)",
@@ -80,23 +107,100 @@ HARDWARE: dict[str, Hardware] = {
     ]
 }
 
-HardwareName = Literal["b300", "gb200", "b200", "rtx5090", "h200", "h100", "l40s", "l4", "rtx4090", "a100",
-                       "a10g", "t4", "mi300x", "cpu"]
+HardwareName = Literal["b300", "gb200", "b200", "rtx5090", "rtxpro6000", "gb10", "h200", "h100", "h800", "h20",
+                       "l40s", "l40", "l4", "rtx4090", "a100", "a800", "a10g", "rtxa6000", "t4", "mi300x", "cpu"]
+
+
+#: the architecture each CUDA compute capability belongs to, for a GPU the table does not name (SM 11.0 is
+#: Jetson Thor, 10.1 before CUDA 13; 12.x is workstation/desktop Blackwell, whose kernels differ from 10.x's)
+ARCH_BY_SM: dict[int, str] = {70: "volta", 72: "volta", 75: "turing", 80: "ampere", 86: "ampere", 87: "ampere",
+                              89: "ada", 90: "hopper", 100: "blackwell", 101: "blackwell", 103: "blackwell",
+                              110: "blackwell", 120: "blackwell", 121: "blackwell"}
+#: the first SM with FP8 tensor cores (Ada) and with FP4 tensor cores (Blackwell): ``fp8_native`` / ``fp4_native``
+FP8_TENSOR_CORE_SM = 89
+FP4_TENSOR_CORE_SM = 100
+#: the SM assumed when the driver does not say (``nvidia-smi`` before R510 has no ``compute_cap`` field)
+ASSUMED_SM = 75
+
+_SM_NAME = re.compile(r"sm(\d{2,3})(?::(\d+(?:\.\d+)?)(?:gib|gb|g)?)?")
+
+
+def _key(name: str) -> str:
+    return str(name).strip().lower().replace("-", "").replace(" ", "").replace("_", "")
+
+
+def _sm_text(capability: int) -> str:
+    return f"{capability // 10}.{capability % 10}"
+
+
+def _arch(capability: int) -> str:
+    return ARCH_BY_SM.get(capability, f"sm{capability}")
+
+
+def hardware_for_capability(capability: int, memory_gib: float | None = None, *, product: str | None = None,
+                            name: str | None = None, assumed: str = "") -> Hardware:
+    """A CUDA target described by its compute capability alone (major*10 + minor, as vLLM writes it).
+
+    Used for a local GPU the table does not name and for ``--hardware sm90``. What the SM decides follows the
+    hardware: FP8 tensor cores from SM 8.9, FP4 from SM 10.0; which kernels vLLM runs is then read from the
+    facts table by :func:`support` as for any entry.
+
+    Args:
+        capability: e.g. 90 for SM 9.0, 121 for SM 12.1.
+        memory_gib: memory per GPU; None takes the smallest table entry with the same capability (and says so
+            in ``assumed``).
+        product: the name the driver reports, for the description.
+        name: the target's name (default ``sm<capability>``, with ``:<GiB>`` when ``memory_gib`` was given).
+        assumed: what the caller assumed, shown as a ``[hardware]`` warning by ``plan()`` and ``load()``.
+
+    Raises:
+        UnknownNameError: ``memory_gib`` is None and no table entry has this capability to take it from.
+    """
+    sm = _sm_text(capability)
+    notes = [assumed] if assumed else []
+    if memory_gib is None:
+        same = sorted((h for h in HARDWARE.values() if h.kind == "cuda" and h.capability == capability),
+                      key=lambda h: h.memory_gib)
+        if not same:
+            raise UnknownNameError(
+                f"No GPU in quantkit's table has SM {sm}, so the memory per GPU of sm{capability} is unknown.",
+                fix=f"Name it with its memory in GiB, e.g. --hardware sm{capability}:80.")
+        memory_gib = same[0].memory_gib
+        notes.append(f"{memory_gib} GiB per GPU assumed (the smallest table GPU at SM {sm}, {same[0].name}); "
+                     f"name it as sm{capability}:<GiB> to set it")
+        name = name or f"sm{capability}"
+    name = name or f"sm{capability}:{memory_gib:g}"
+    fp8, fp4 = capability >= FP8_TENSOR_CORE_SM, capability >= FP4_TENSOR_CORE_SM
+    what = f"{product} " if product else "NVIDIA GPU "
+    return Hardware(name, "cuda", _arch(capability), capability, memory_gib, fp8, fp4,
+                    f"{what}(derived from SM {sm}: {_arch(capability)}, FP8 tensor cores {'yes' if fp8 else 'no'}, "
+                    f"FP4 {'yes' if fp4 else 'no'}; {memory_gib:g} GiB)", assumed="; ".join(notes))
 
 
 def get_hardware(name: str | Hardware) -> Hardware:
     """Look a serving target up by name (``"H100"``, ``"rtx-4090"`` and ``"rtx 4090"`` all work).
+
+    A GPU the table lacks can be named by compute capability: ``sm90`` / ``sm_89`` / ``sm120``, optionally
+    with its memory per GPU in GiB (``sm90:80``); without it, the smallest table GPU of that SM sets the
+    memory. The name of a local GPU the table lacks (see :func:`detect_local_gpu`) resolves too.
 
     Raises:
         UnknownNameError: the name is not in the table; the message lists the valid ones.
     """
     if isinstance(name, Hardware):
         return name
-    key = str(name).strip().lower().replace("-", "").replace(" ", "").replace("_", "")
-    if key not in HARDWARE:
-        raise UnknownNameError.for_name("hardware", name, HARDWARE,
-                                        hint="Run `quantkit hardware` to see the table.")
-    return HARDWARE[key]
+    key = _key(name)
+    if key in HARDWARE:
+        return HARDWARE[key]
+    m = _SM_NAME.fullmatch(key)
+    if m:
+        return hardware_for_capability(int(m.group(1)), float(m.group(2)) if m.group(2) else None)
+    local = query_local_gpu()
+    if local is not None and local.hardware is not None and _key(local.hardware.name) == key:
+        return local.hardware
+    raise UnknownNameError.for_name("hardware", name, HARDWARE,
+                                    hint="Run `quantkit hardware` to see the table, or name an NVIDIA GPU by "
+                                         "compute capability: sm90, sm_89, sm120:96 (GiB per GPU).")
 
 
 @lru_cache(maxsize=1)
@@ -155,7 +259,8 @@ def device_memory_bytes(hw: Hardware) -> int:
 
 @dataclass(frozen=True)
 class LocalGpu:
-    """A GPU the driver reports on this machine, and the table entry it maps to (None if unknown)."""
+    """A GPU the driver reports on this machine, and the target it maps to: a table entry, or for an NVIDIA GPU
+    the table lacks one derived from its SM (None only for a ROCm GPU the table lacks)."""
 
     product: str
     capability: int | None
@@ -172,28 +277,70 @@ def _match_product(product: str, capability: int | None = None) -> Hardware | No
     return None
 
 
-def parse_nvidia_smi(text: str) -> LocalGpu | None:
+def _slug(product: str, capability: int | None) -> str:
+    """``"NVIDIA XYZ 9000"`` -> ``"xyz9000"``; never a table name (a mismatched part gets ``sm<cap>`` added)."""
+    slug = re.sub(r"^(nvidia|geforce|tesla|quadro)\s+", "", product.strip(), flags=re.IGNORECASE)
+    slug = re.sub(r"^(geforce|tesla|quadro)\s+", "", slug, flags=re.IGNORECASE)
+    slug = re.sub(r"[^a-z0-9]", "", slug.lower()) or "gpu"
+    return f"{slug}sm{capability}" if slug in HARDWARE or _SM_NAME.fullmatch(slug) else slug
+
+
+def _nvidia_hardware(product: str, capability: int | None, memory_gib: float | None) -> Hardware:
+    """The target for a GPU ``nvidia-smi`` reports: the table's entry when the product and SM match one (with
+    the reported memory where it differs, e.g. an A100 40GB), else one derived from the SM."""
+    hw = _match_product(product, capability)
+    if hw is not None:
+        # within 2% is the same part (drivers and ECC settings move the figure a little); beyond, another
+        # memory size of the product (A100 40GB, H100 NVL 94GB, H20 141GB), and what the driver says wins
+        if memory_gib is not None and abs(memory_gib - hw.memory_gib) > 0.02 * hw.memory_gib:
+            hw = replace(hw, memory_gib=memory_gib,
+                         description=f"{hw.description}; nvidia-smi reports {memory_gib:g} GiB")
+        return hw
+    named = _match_product(product)
+    notes = [f"{product} is not in quantkit's hardware table" if named is None else
+             f"{product} matches the table's {named.name} (SM {_sm_text(named.capability or 0)}), but the driver "
+             f"reports SM {_sm_text(capability) if capability is not None else 'unknown'}"]
+    if capability is None:
+        capability = ASSUMED_SM
+        notes.append(f"nvidia-smi did not report its compute capability (driver before R510?): SM "
+                     f"{_sm_text(capability)} assumed")
+    unified = memory_gib is None
+    if unified:
+        # unified-memory parts (GB10, Jetson) report no device memory: the GPU allocates from the host's RAM
+        memory_gib = round(host_memory_bytes() / 2**30, 1)
+        notes.append(f"nvidia-smi reports no device memory (unified memory?): the host's {memory_gib:g} GiB assumed")
+    notes.append(f"planned for as SM {_sm_text(capability)} ({_arch(capability)}) from what the driver reports; "
+                 f"pass --hardware <name> or sm<NN>:<GiB> to plan for another target")
+    derived = hardware_for_capability(capability, memory_gib, product=product, name=_slug(product, capability),
+                                      assumed="; ".join(notes))
+    return replace(derived, max_tp=1) if unified else derived
+
+
+def parse_nvidia_smi(text: str, fields: tuple[str, ...] = ("name", "compute_cap", "memory.total")) -> LocalGpu | None:
     """Parse ``nvidia-smi --query-gpu=name,compute_cap,memory.total --format=csv,noheader,nounits`` output.
 
-    The first GPU names the result; ``count`` is how many GPUs reported the same product.
+    The first GPU names the result; ``count`` is how many GPUs reported the same product. ``fields`` are the
+    queried columns (``name,memory.total`` on drivers too old for ``compute_cap``). A GPU whose product the
+    table lacks, or whose SM differs from the table's, gets a target derived from its SM
+    (:func:`hardware_for_capability`); a memory of ``[N/A]`` (unified memory, as on GB10) reads as None.
     """
     rows = [[c.strip() for c in line.split(",")] for line in text.strip().splitlines() if line.strip()]
     rows = [r for r in rows if r and r[0]]
     if not rows:
         return None
-    product = rows[0][0]
+    row = dict(zip(fields, rows[0]))
+    product = row.get("name", rows[0][0])
     cap: int | None = None
-    if len(rows[0]) > 1:
-        m = re.fullmatch(r"(\d+)\.(\d+)", rows[0][1])
-        cap = int(m.group(1)) * 10 + int(m.group(2)) if m else None
+    m = re.fullmatch(r"(\d+)\.(\d+)", row.get("compute_cap", ""))
+    if m:
+        cap = int(m.group(1)) * 10 + int(m.group(2))
     mem: float | None = None
-    if len(rows[0]) > 2:
-        try:
-            mem = round(float(rows[0][2]) / 1024, 1)
-        except ValueError:
-            mem = None
+    try:
+        mem = round(float(row.get("memory.total", "")) / 1024, 1)
+    except ValueError:
+        mem = None
     count = sum(1 for r in rows if r[0] == product)
-    return LocalGpu(product, cap, mem, count, _match_product(product, cap))
+    return LocalGpu(product, cap, mem, count, _nvidia_hardware(product, cap, mem))
 
 
 def _run(cmd: list[str]) -> str | None:
@@ -216,6 +363,10 @@ def query_local_gpu() -> LocalGpu | None:
     out = _run(["nvidia-smi", "--query-gpu=name,compute_cap,memory.total", "--format=csv,noheader,nounits"])
     if out:
         return parse_nvidia_smi(out)
+    # drivers before R510 refuse the compute_cap field; the GPU is still there
+    out = _run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
+    if out:
+        return parse_nvidia_smi(out, ("name", "memory.total"))
     out = _run(["rocm-smi", "--showproductname"])
     if out:
         hw = _match_product(out)
@@ -225,9 +376,11 @@ def query_local_gpu() -> LocalGpu | None:
 
 
 def detect_local_gpu() -> Hardware | None:
-    """The table entry for this machine's GPU, or None (no GPU, or a GPU quantkit has no entry for).
+    """The target for this machine's GPU, or None when there is none.
 
-    ``QUANTKIT_HARDWARE=<name>`` overrides detection.
+    An NVIDIA GPU always gives a CUDA target: the table's entry, or one derived from the compute capability
+    and memory ``nvidia-smi`` reports (with ``assumed`` saying so). ``QUANTKIT_HARDWARE=<name>`` overrides
+    detection.
     """
     override = os.environ.get("QUANTKIT_HARDWARE")
     if override:
@@ -237,7 +390,7 @@ def detect_local_gpu() -> Hardware | None:
 
 
 def default_hardware() -> Hardware:
-    """The local GPU when one is detected and known, else ``cpu``."""
+    """The local GPU when one is detected, else ``cpu`` (never ``cpu`` while ``nvidia-smi`` reports a GPU)."""
     return detect_local_gpu() or HARDWARE["cpu"]
 
 

@@ -17,14 +17,16 @@ from quantkit.hardware import (
 )
 from quantkit.schemes import SCHEMES
 
-ISSUE_TARGETS = ("h100", "h200", "b200", "b300", "gb200", "a100", "l40s", "l4", "rtx4090", "rtx5090", "mi300x", "cpu")
+ISSUE_TARGETS = ("h100", "h200", "b200", "b300", "gb200", "a100", "l40s", "l4", "rtx4090", "rtx5090", "mi300x", "cpu",
+                 # issue 11, "any NVIDIA GPU"
+                 "h800", "a800", "h20", "l40", "rtxa6000", "rtxpro6000", "gb10")
 
 
 def test_table_covers_the_issue_targets() -> None:
     assert set(ISSUE_TARGETS) <= set(HARDWARE)
 
 
-@pytest.mark.parametrize("name", ISSUE_TARGETS)
+@pytest.mark.parametrize("name", sorted(HARDWARE))
 def test_entries_are_consistent(name: str) -> None:
     hw = HARDWARE[name]
     if hw.kind == "cuda":
@@ -32,6 +34,8 @@ def test_entries_are_consistent(name: str) -> None:
         assert hw.fp8_native == (hw.capability >= 89)
         assert hw.fp4_native == (hw.capability >= 100)
         assert hw.match, "a CUDA entry needs a product-name pattern for detection"
+        assert hw.arch == hardware.ARCH_BY_SM[hw.capability]
+        assert not hw.assumed, "a table entry is facts, not assumptions"
     else:
         assert hw.capability is None
     if hw.kind == "cpu":
@@ -71,11 +75,22 @@ def test_unknown_name_lists_the_valid_ones() -> None:
     ("NVIDIA GeForce RTX 4090, 8.9, 24564", "rtx4090"),
     ("NVIDIA GeForce RTX 5090, 12.0, 32607", "rtx5090"),
     ("Tesla T4, 7.5, 15360", "t4"),
+    # issue 11: \b keeps H20 off H200, L40 off L40S, A800 off A100
+    ("NVIDIA H800, 9.0, 81559", "h800"),
+    ("NVIDIA H800 PCIe, 9.0, 81559", "h800"),
+    ("NVIDIA H20, 9.0, 97871", "h20"),
+    ("NVIDIA L40, 8.9, 46068", "l40"),
+    ("NVIDIA A800-SXM4-80GB, 8.0, 81920", "a800"),
+    ("NVIDIA RTX A6000, 8.6, 49140", "rtxa6000"),
+    ("NVIDIA RTX PRO 6000 Blackwell Workstation Edition, 12.0, 97887", "rtxpro6000"),
+    ("NVIDIA RTX PRO 6000 Blackwell Max-Q Workstation Edition, 12.0, 97887", "rtxpro6000"),
+    ("NVIDIA RTX PRO 6000 Blackwell Server Edition, 12.0, 97887", "rtxpro6000"),
+    ("NVIDIA GB10, 12.1, [N/A]", "gb10"),
 ])
 def test_parse_nvidia_smi_maps_products(line: str, name: str) -> None:
     found = parse_nvidia_smi(line + "\n")
     assert found is not None and found.hardware is not None
-    assert found.hardware.name == name
+    assert found.hardware is HARDWARE[name]  # the entry itself: same memory, nothing assumed
     assert found.count == 1
 
 
@@ -85,10 +100,9 @@ def test_parse_nvidia_smi_counts_gpus_and_reads_capability() -> None:
     assert (found.count, found.capability, found.memory_gib) == (8, 90, 79.6)
 
 
-def test_unknown_or_mismatched_gpu_is_not_guessed() -> None:
-    assert parse_nvidia_smi("NVIDIA RTX 6000 Ada Generation, 8.9, 49140").hardware is None  # type: ignore[union-attr]
-    assert parse_nvidia_smi("NVIDIA H100, 8.0, 81559").hardware is None  # type: ignore[union-attr]  # cap mismatch
+def test_empty_output_is_no_gpu() -> None:
     assert parse_nvidia_smi("") is None
+    assert parse_nvidia_smi("\n\n") is None
 
 
 def test_detection_uses_the_query_and_the_override(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,9 +59,12 @@ def test_default_hardware_is_detected(embedded_path: Path, monkeypatch: pytest.M
 
 DENSE = {"b200": "nvfp4", "b300": "nvfp4", "gb200": "nvfp4", "rtx5090": "fp8-dynamic", "h100": "fp8-dynamic",
          "h200": "fp8-dynamic", "l40s": "fp8-dynamic", "l4": "fp8-dynamic", "rtx4090": "fp8-dynamic",
-         "a100": "w4a16", "a10g": "w4a16", "t4": "w8a8-int8", "mi300x": "fp8-dynamic", "cpu": "w8a8-int8"}
+         "a100": "w4a16", "a10g": "w4a16", "t4": "w8a8-int8", "mi300x": "fp8-dynamic", "cpu": "w8a8-int8",
+         "rtxpro6000": "fp8-dynamic", "gb10": "fp8-dynamic", "h800": "fp8-dynamic", "h20": "fp8-dynamic",
+         "l40": "fp8-dynamic", "a800": "w4a16", "rtxa6000": "w4a16"}
 MOE = DENSE | {"rtx5090": "fp8-block", "h100": "fp8-block", "h200": "fp8-block", "l40s": "fp8-block",
-               "l4": "fp8-block", "rtx4090": "fp8-block", "mi300x": "fp8-block"}
+               "l4": "fp8-block", "rtx4090": "fp8-block", "mi300x": "fp8-block", "rtxpro6000": "fp8-block",
+               "gb10": "fp8-block", "h800": "fp8-block", "h20": "fp8-block", "l40": "fp8-block"}
 
 
 @pytest.mark.parametrize("hw", sorted(HARDWARE))

@@ -16,7 +16,8 @@ from quantkit.schemes import KV_CACHE_DTYPES
 def plan_command(
     model: str = typer.Argument("embedded", help="Checkpoint directory, or 'embedded' for the built-in SmolLM2."),
     hardware: str = typer.Option(None, "--hardware", "-H",
-                                 help=f"Serving target: {', '.join(HARDWARE)}. Default: the local GPU, else cpu."),
+                                 help=f"Serving target: {', '.join(HARDWARE)}, or a compute capability "
+                                      "(sm90, sm120:96 = GiB per GPU). Default: the local GPU, else cpu."),
     workload: str = typer.Option("balanced", "--workload", "-w", help=f"One of {', '.join(WORKLOADS)}."),
     scheme: str = typer.Option(None, "--scheme", "-s", help="Force a scheme (`quantkit schemes`); checked, explained."),
     backend: str = typer.Option(None, "--backend", help="Force a backend (default: every backend is asked)."),

@@ -335,8 +335,10 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
     Args:
         model: a checkpoint directory (``config.json`` + ``*.safetensors``), None / ``"embedded"``, or a loaded
             transformers model.
-        hardware: a name from ``quantkit hardware`` (``h100``, ``b200``, ``cpu``, ...); None detects the
-            local GPU (``nvidia-smi``) and falls back to ``cpu``.
+        hardware: a name from ``quantkit hardware`` (``h100``, ``b200``, ``cpu``, ...) or a compute capability
+            (``sm90``, ``sm120:96`` with GiB per GPU); None detects the local GPU (``nvidia-smi``; one the table
+            lacks is planned for from its SM, with a ``[hardware]`` warning) and falls back to ``cpu`` only when
+            there is no GPU.
         scheme: a scheme name (``quantkit schemes``); None or ``"auto"`` lets the selection rules choose.
         backend: a registered backend name; None asks every backend and takes the most willing.
         group_size: an INT4 group size; by default the largest of 128/64/32 that divides every layer.
@@ -388,7 +390,8 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
     planned = [e.entry for e in entries]
     extra = [i for i in ignore if i not in planned]
     ignore_list = planned + extra
-    warnings = [f"[ignore] {p}" for p in check_ignore(ignore_list, names)]
+    warnings = [f"[hardware] {hw.assumed}"] if hw.assumed else []
+    warnings += [f"[ignore] {p}" for p in check_ignore(ignore_list, names)]
 
     skipped: list[Any] = []
     if chosen_scheme is not None:

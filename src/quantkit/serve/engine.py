@@ -93,6 +93,8 @@ def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_c
     hw = get_hardware(hardware) if hardware is not None else default_hardware()
     config = with_sidecar_quant_config(view.config, view.hf_quant_config)
     kv, why, warnings = choose_kv_cache_dtype(config, hw)
+    if hw.assumed:
+        warnings = [f"[hardware] {hw.assumed}", *warnings]
     declared = bool(checkpoint_kv_scheme(config))
     if kv_cache_dtype is not None and kv_cache_dtype != kv:
         kv, why = kv_cache_dtype, "requested by the caller"
