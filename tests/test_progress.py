@@ -23,12 +23,14 @@ def test_stages_are_numbered_and_timed_and_library_output_goes_to_the_log(tmp_pa
                 print("a library's chatter")
                 sys.stderr.write("a tqdm bar 1/3\ra tqdm bar 3/3\n")
             prog.step("layer", 1, 4)
+            prog.step("layer", 2, 4)
         with prog.stage("second"):
             pass
     assert progress.current() is not prog  # inactive again: the null progress
     text = out.getvalue()
     assert "[1/2] first - what it does" in text and "[1/2] first: done in 0:00" in text
-    assert "[2/2] second" in text and "layer 1/4" in text and "left)" in text
+    assert "[2/2] second" in text and "layer 2/4" in text and "left)" in text
+    assert "layer 1/4  (0:00 in this stage)\n" in text  # no ETA before a pace was seen
     assert "chatter" not in text and "tqdm" not in text
     log = (tmp_path / "run.log").read_text()
     assert "a library's chatter" in log and "a tqdm bar 1/3\na tqdm bar 3/3" in log
@@ -110,3 +112,12 @@ def test_a_child_process_reports_its_steps_while_it_works(tmp_path: Path) -> Non
     assert answer["x"] == 1
     assert "starting the vLLM engine" in out.getvalue() and "chatter" not in out.getvalue()
     assert "INFO vllm chatter" in (tmp_path / "run.log").read_text()
+
+
+def test_the_eta_comes_from_the_pace_since_the_first_step() -> None:
+    """Loading the model before layer 1 says nothing about the pace: 10 s for a quarter of the stage, half
+    left -> 20 s, whatever came before the first step (the first round trip printed "1497:48:15 left")."""
+    st = progress._Stage(1, "quantize", started=0.0, fraction=0.5, first=(100.0, 0.25))
+    assert st.left_s(110.0) == 20.0
+    assert progress._Stage(1, "q", started=0.0, fraction=0.26, first=(100.0, 0.25)).left_s(101.0) is None
+    assert progress._Stage(1, "q", started=0.0, fraction=0.0, first=(100.0, 0.0)).left_s(105.0) is None

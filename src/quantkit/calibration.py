@@ -40,6 +40,41 @@ def default_eval_text() -> str:
     return shipped_text(EVAL_FILE)
 
 
+def eval_text(source: str | Path | None = None) -> str:
+    """Held-out text to score perplexity on: a ``.txt`` file, a ``.jsonl`` of ``{"text": ...}`` rows (joined
+    by blank lines), or None for the shipped *Hamlet*. Keep it out of the calibration data."""
+    if source is None:
+        return default_eval_text()
+    path = Path(source)
+    if not path.is_file():
+        raise CalibrationDataError(f"Evaluation file {str(path)!r} does not exist.",
+                                   fix="Pass an existing .txt file or a .jsonl of {\"text\": ...} rows.")
+    if path.suffix != ".jsonl":
+        text = path.read_text(encoding="utf-8")
+    else:
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CalibrationDataError(f"{path.name} line {n} is not JSON ({e.msg}).",
+                                           fix="Write one JSON object per line.") from None
+            if not isinstance(obj, dict) or "text" not in obj:
+                raise CalibrationDataError(f"{path.name} line {n} has no 'text' field.",
+                                           fix='Evaluation rows are {"text": ...} objects.')
+            rows.append(str(obj["text"]))
+        text = "\n\n".join(rows)
+    if not text.strip():
+        raise CalibrationDataError(f"Evaluation file {path.name} holds no text.", fix="Pass a file with text.")
+    return text
+
+
+def eval_source_name(source: str | Path | None) -> str:
+    return f"file {Path(source).name}" if source is not None else f"built-in text ({EVAL_FILE}: Hamlet)"
+
+
 @dataclass(frozen=True)
 class CalibrationSize:
     """How much calibration data a plan asks for, and why."""
@@ -152,6 +187,11 @@ def _texts_from(calibration: Any) -> list[str | Chat] | list[list[int]]:
     raise CalibrationDataError(f"Unsupported calibration data of type {type(calibration).__name__}.",
                                fix="Pass a list of strings, a list of chats ([{'role': ..., 'content': ...}]), a "
                                    "datasets.Dataset, a .txt/.jsonl path, or None.")
+
+
+def check_calibration(calibration: Any) -> None:
+    """Read the calibration data once so a missing file or a bad row fails before any expensive work."""
+    _texts_from(calibration)
 
 
 def _render_chat(chat: Chat, tokenizer: Any) -> str:

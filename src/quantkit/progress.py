@@ -65,6 +65,17 @@ class _Stage:
     started: float
     estimate_s: float | None = None
     fraction: float | None = None  # 0..1 within the stage, when steps say so
+    first: tuple[float, float] | None = None  # (time, fraction) of the first step that said how far it was
+
+    def left_s(self, now: float) -> float | None:
+        """Seconds left, from the pace since the first fractional step (what came before it, e.g. loading the
+        model, says nothing about the pace); None until 2 % of the stage has been seen at that pace."""
+        if self.fraction is None or self.first is None or self.fraction >= 1:
+            return None
+        t0, f0 = self.first
+        if self.fraction - f0 < 0.02:
+            return None
+        return (now - t0) / (self.fraction - f0) * (1 - self.fraction)
 
 
 @dataclass
@@ -152,8 +163,9 @@ class Progress:
         st = self._stage
         if st is not None:
             spent = time.perf_counter() - st.started
-            if st.fraction:
-                rest += spent / st.fraction - spent
+            left = st.left_s(time.perf_counter())
+            if left is not None:
+                rest += left
             elif st.estimate_s is not None:
                 rest += max(st.estimate_s - spent, 0.0)
             else:
@@ -171,7 +183,9 @@ class Progress:
         if fraction is None and done is not None and total:
             fraction = done / total
         if fraction is not None:
-            st.fraction = min(max(fraction, 1e-6), 1.0)
+            st.fraction = min(max(fraction, 0.0), 1.0)
+            if st.first is None:
+                st.first = (time.perf_counter(), st.fraction)
         kind = re.sub(r"\d+", "", label)
         now = time.perf_counter()
         if kind == self._last_step and now - self._last_print < self.min_interval_s:
@@ -180,8 +194,9 @@ class Progress:
         spent = now - st.started
         where = f" {done}/{total}" if done is not None and total else ""
         tail = f"{fmt_s(spent)} in this stage"
-        if fraction is not None and st.fraction and st.fraction < 1:  # a step that says how far it is
-            tail += f", about {fmt_s(spent / st.fraction - spent)} left"
+        left = st.left_s(now)
+        if left is not None:
+            tail += f", about {fmt_s(left)} left"
         self._print(f"    {label}{where}  ({tail})")
 
     def child_line(self, line: str) -> bool:

@@ -68,6 +68,41 @@ def test_report_original_vs_w4a16(embedded_path: Path, w4a16_checkpoint: Path, s
         assert q["generations_via"] == "transformers" and run["greedy_agreement"]["quantized_via"] == "transformers"
 
 
+EVAL_DATA = Path(__file__).resolve().parents[1] / "data" / "eval_support.jsonl"
+
+
+@pytest.mark.serve
+def test_a_failed_quality_gate_is_exit_1_with_the_table(embedded_path: Path, w4a16_checkpoint: Path,
+                                                        serve_python: Path, tmp_path: Path) -> None:
+    """In-domain evaluation text (support answers shipped in tests/data) and a perplexity budget: the W4A16
+    checkpoint, calibrated on 16 x 128 tokens of Python docs, rises far more than 5 % -> FAIL, exit 1."""
+    out_dir = tmp_path / "gated"
+    rc, out, err = run_cli("report", "embedded", w4a16_checkpoint, "--hardware", "cpu", "--eval-data", EVAL_DATA,
+                           "--eval-tokens", "256", "--no-speed", "--max-ppl-rise", "5", "--output-dir", out_dir,
+                           "--json")
+    doc = one_json(out)
+    assert rc == 1 and doc["ok"] is False and doc["passed"] is False, err
+    run = doc["runs"][0]
+    assert doc["original"]["perplexity"]["source"] == "file eval_support.jsonl"
+    assert run["quantized"]["perplexity"]["source"] == "file eval_support.jsonl"
+    [gate] = doc["gates"]
+    assert gate["gate"] == "max-ppl-rise" and gate["limit"] == 5 and gate["passed"] is False
+    assert gate["value"] == round(run["perplexity_delta_pct"], 3) > 5
+    md = (out_dir / "report.md").read_text()
+    assert "| model | ppl (eval_support.jsonl)" in md and "## Quality gates" in md and "**FAIL** w4a16" in md
+
+
+def test_bad_eval_data_is_exit_2_before_vllm(embedded_path: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "eval.jsonl"
+    bad.write_text('{"prompt": "no text"}\n')
+    rc, out, err = run_cli("report", "embedded", embedded_path, "--hardware", "cpu", "--eval-data", bad)
+    assert rc == 2 and "eval.jsonl line 1 has no 'text' field" in err, err
+    rc, out, err = run_cli("roundtrip", "embedded", "--hardware", "cpu", "--calibration", tmp_path / "missing.jsonl",
+                           "--output-root", tmp_path / "rt")
+    assert rc == 2 and "missing.jsonl" in err and "does not exist" in err, err
+    assert not (tmp_path / "rt" / "roundtrip.log").exists()  # nothing was started
+
+
 @pytest.mark.slow
 @pytest.mark.serve
 @pytest.mark.produce

@@ -96,10 +96,11 @@ class LlmCompressorBackend(Backend):
         return job.scheme.needs_calibration or job.kv_cache != "auto"
 
     def produce(self, job: ProduceJob, out_dir: Path) -> ProduceResult:
-        from llmcompressor import oneshot
-
         result = ProduceResult()
-        recipe = self.recipe(job)
+        with _library_output():  # importing llm-compressor already logs ("No accelerator available!")
+            from llmcompressor import oneshot
+
+            recipe = self.recipe(job)
         kwargs: dict[str, Any] = {}
         if self.needs_data(job):
             kwargs = {"dataset": calibration_dataset(job), "num_calibration_samples": len(job.calibration),
@@ -168,13 +169,15 @@ def _library_output(parser: progress.LineParser | None = None) -> Iterator[None]
     if not progress.is_active():
         yield
         return
-    from llmcompressor.logger import configure_logger
-
     try:
         with progress.current().library_output(parser):
+            from llmcompressor.logger import configure_logger  # its first import logs: inside the capture
+
             configure_logger()
             yield
     finally:
+        from llmcompressor.logger import configure_logger
+
         configure_logger()
 
 

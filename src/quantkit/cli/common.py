@@ -98,7 +98,7 @@ def route_vllm_logs_to_stderr() -> None:
 
 def run_probe(path: Path, *, hardware: str | None, prompts: list[str] | None, max_tokens: int, perplexity: bool,
               eval_tokens: int, speed: bool, kv_cache_dtype: str | None,
-              engine_args: dict[str, Any]) -> dict[str, Any]:
+              engine_args: dict[str, Any], eval_data: str | None = None) -> dict[str, Any]:
     """Load ``path`` in vLLM and measure it: in this process when vLLM is here, else in the serve environment.
 
     The serve environment answers ``python -m quantkit generate PATH --json``, so both routes return the
@@ -110,7 +110,7 @@ def run_probe(path: Path, *, hardware: str | None, prompts: list[str] | None, ma
 
         return probe(path, hardware=hardware, prompts=tuple(prompts) if prompts else DEFAULT_PROMPTS,
                      max_tokens=max_tokens, perplexity=perplexity, eval_tokens=eval_tokens, speed=speed,
-                     kv_cache_dtype=kv_cache_dtype, **engine_args)
+                     kv_cache_dtype=kv_cache_dtype, eval_data=eval_data, **engine_args)
     from quantkit.serve.remote import probe_remote, serve_python
 
     py = serve_python()  # EnvironmentNotFoundError (with the fix) when there is no serve environment
@@ -125,7 +125,7 @@ def run_probe(path: Path, *, hardware: str | None, prompts: list[str] | None, ma
         if engine_args.get(key) is not None:
             extra += [flag, str(engine_args[key])]
     return probe_remote(path, hardware=hardware, perplexity=perplexity, speed=speed, max_tokens=max_tokens,
-                        eval_tokens=eval_tokens, prompts=prompts, extra=extra, python=py)
+                        eval_tokens=eval_tokens, prompts=prompts, extra=extra, python=py, eval_data=eval_data)
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:

@@ -3,7 +3,7 @@
 ``roundtrip`` is the main job: quantize with each scheme, validate, load original and quantized in vLLM,
 generate, and compare. ``report`` does the comparison for checkpoints that already exist. Both write
 ``report.json``, ``report.md`` and ``report.png`` and print a compact table; exit 1 when a checkpoint has
-validator errors.
+validator errors or a quality gate (``--max-ppl-rise``) fails.
 """
 
 from __future__ import annotations
@@ -18,6 +18,22 @@ from quantkit.cli import app
 from quantkit.cli.common import json_errors, work_output_to_stderr
 
 
+EVAL_HELP = ("Held-out text for perplexity: .txt, or .jsonl of {\"text\": ...} rows (default: the shipped "
+             "Hamlet). Keep it out of the calibration data.")
+GATE_HELP = ("Quality gate: fail (exit 1, with the table) when a checkpoint's perplexity rises more than this many "
+             "percent over the original's.")
+
+
+def _check_data(calibration: Path | None, eval_data: Path | None) -> None:
+    """A missing or unreadable data file is exit 2 before any vLLM work."""
+    from quantkit.calibration import check_calibration, eval_text
+
+    if calibration is not None:
+        check_calibration(calibration)
+    if eval_data is not None:
+        eval_text(eval_data)
+
+
 def _print_generations(data: dict[str, Any], n: int = 3) -> None:
     orig = data["original"].get("generations") or []
     for run in data["runs"]:
@@ -27,9 +43,10 @@ def _print_generations(data: dict[str, Any], n: int = 3) -> None:
 
 
 def _finish(data: dict[str, Any], files: dict[str, str], as_json: bool) -> None:
-    from quantkit.report.render import print_table
+    from quantkit.report.gates import passed
+    from quantkit.report.render import print_gates, print_table
 
-    ok = all(r["validation"]["ok"] for r in data["runs"])
+    ok = all(r["validation"]["ok"] for r in data["runs"]) and passed(data.get("gates") or [])
     if as_json:
         typer.echo(json.dumps({"ok": ok, **data, "files": files}, default=str))
     else:
@@ -41,6 +58,7 @@ def _finish(data: dict[str, Any], files: dict[str, str], as_json: bool) -> None:
             if not r["quantized"].get("served"):
                 typer.echo(f"[{r.get('scheme')}] not served by vLLM here: {r['quantized'].get('serve_error')}")
         typer.echo("report: " + "  ".join(f"{k}: {v}" for k, v in files.items()))
+        print_gates(data)
     if not ok:
         raise SystemExit(1)  # not typer.Exit: main() runs click with standalone_mode=False
 
@@ -62,6 +80,11 @@ def roundtrip_command(
     kv_cache: str = typer.Option(None, "--kv-cache", help="'fp8' to add a calibrated FP8 KV cache to every scheme."),
     eval_tokens: int = typer.Option(4096, "--eval-tokens", min=16, help="Held-out tokens scored."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure decode tokens/s."),
+    calibration: Path = typer.Option(None, "--calibration",
+                                     help="Calibration data: .txt, or .jsonl of {\"text\"} / chat {\"messages\"} "
+                                          "rows (default: the built-in text)."),
+    eval_data: Path = typer.Option(None, "--eval-data", help=EVAL_HELP),
+    max_ppl_rise: float = typer.Option(None, "--max-ppl-rise", min=0.0, help=GATE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print report.json's content instead of the table."),
 ) -> None:
     """Quantize → validate → load in vLLM → generate → perplexity and speed against the original."""
@@ -76,9 +99,11 @@ def roundtrip_command(
         hw = get_hardware(hardware) if hardware else default_hardware()
         for s in scheme:
             plan(model, hw, scheme=s, kv_cache=kv_cache)
+        _check_data(calibration, eval_data)
         rep = roundtrip(model, scheme, hardware=hw.name, output_root=output_root, overwrite=overwrite,
                         num_calibration_samples=num_samples, max_seq_length=seq_len, eval_tokens=eval_tokens,
-                        speed=speed, kv_cache=kv_cache, verbose=_state["verbose"])
+                        speed=speed, kv_cache=kv_cache, verbose=_state["verbose"], calibration=calibration,
+                        eval_data=eval_data, max_ppl_rise=max_ppl_rise)
     data = rep.to_dict()
     _finish(data, rep.files, as_json)
 
@@ -92,6 +117,8 @@ def report_command(
     output_dir: Path = typer.Option(Path("runs/report"), "--output-dir", "-o", help="Where report.* go."),
     eval_tokens: int = typer.Option(4096, "--eval-tokens", min=16, help="Held-out tokens scored."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure decode tokens/s."),
+    eval_data: Path = typer.Option(None, "--eval-data", help=EVAL_HELP),
+    max_ppl_rise: float = typer.Option(None, "--max-ppl-rise", min=0.0, help=GATE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print report.json's content instead of the table."),
 ) -> None:
     """Compare existing checkpoints against ORIGINAL in vLLM: perplexity, agreement, size, speed, findings."""
@@ -107,16 +134,22 @@ def report_command(
         src = resolve_model_path(original)
         for p in [src, *quantized]:
             CheckpointView(p)  # unreadable input is exit 2 before any vLLM work
-        orig = measure(src, hardware=hw, eval_tokens=eval_tokens, speed=speed)
+        _check_data(None, eval_data)
+        orig = measure(src, hardware=hw, eval_tokens=eval_tokens, speed=speed, eval_data=eval_data)
         runs = []
         for q in quantized:
             run = compare_checkpoints(src, q, hardware=hw, eval_tokens=eval_tokens, speed=speed,
-                                      original_measure=orig)["run"]
+                                      original_measure=orig, eval_data=eval_data)["run"]
             manifest = run.get("manifest") or {}
             run["scheme"] = manifest.get("scheme", q.name)
             if manifest:  # what quantkit recorded when it made the checkpoint (no timings: it was not run here)
                 run["quantize"] = {k: manifest.get(k) for k in ("backend", "notes", "group_size", "ignore")}
             runs.append(run)
         data = {"model": str(src), "hardware": hw, "original": orig, "runs": runs}
+        if max_ppl_rise is not None:
+            from quantkit.report.gates import passed, ppl_rise_gates
+
+            data["gates"] = [g.to_dict() for g in ppl_rise_gates(runs, max_ppl_rise)]
+            data["passed"] = passed(data["gates"])
         files = write_report(data, output_dir)
     _finish(data, files, as_json)

@@ -24,6 +24,9 @@ def generate_command(
     max_tokens: int = typer.Option(32, "--max-tokens", min=1, help="Tokens to generate per prompt."),
     perplexity: bool = typer.Option(True, "--perplexity/--no-perplexity", help="Score held-out text (Hamlet)."),
     eval_tokens: int = typer.Option(4096, "--eval-tokens", min=16, help="Held-out tokens to score."),
+    eval_data: Path = typer.Option(None, "--eval-data",
+                                   help="Held-out text to score: .txt, or .jsonl of {\"text\": ...} rows "
+                                        "(default: the shipped Hamlet)."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure decode tokens/s at batch 1 and 16."),
     kv_cache_dtype: str = typer.Option(None, "--kv-cache-dtype", help="Override the KV-cache dtype."),
     tensor_parallel_size: int = typer.Option(None, "--tensor-parallel-size", "--tp", min=1, help="Passed to vLLM."),
@@ -37,8 +40,13 @@ def generate_command(
                                      "max_model_len": max_model_len}.items() if v is not None}
     with _load.json_errors(as_json), _load.work_output_to_stderr():
         serve_plan(path, hardware, kv_cache_dtype=kv_cache_dtype)  # bad path or hardware: exit 2 before vLLM
+        if perplexity and eval_data is not None:
+            from quantkit.calibration import eval_text
+
+            eval_text(eval_data)  # a missing or unreadable file: exit 2 before vLLM
         res = _load.run_probe(path, hardware=hardware, prompts=prompt, max_tokens=max_tokens, perplexity=perplexity,
                               eval_tokens=eval_tokens, speed=speed, kv_cache_dtype=kv_cache_dtype,
+                              eval_data=str(eval_data) if eval_data is not None else None,
                               engine_args=engine_args)
     if as_json:
         typer.echo(json.dumps({"ok": True, **res}))

@@ -36,13 +36,14 @@ def greedy_agreement(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[s
 
 
 def measure(path: str | Path, *, hardware: str | None, eval_tokens: int, speed: bool,
-            perplexity: bool = True, **probe_args: Any) -> dict[str, Any]:
-    """Probe one checkpoint in the serve environment; on failure, record why and fall back to transformers."""
+            perplexity: bool = True, eval_data: str | Path | None = None, **probe_args: Any) -> dict[str, Any]:
+    """Probe one checkpoint in the serve environment; on failure, record why and fall back to transformers.
+    Perplexity is scored on ``eval_data`` (.txt/.jsonl) or the shipped Hamlet."""
     from quantkit.serve.remote import probe_remote
 
     try:
         answer = probe_remote(path, hardware=hardware, eval_tokens=eval_tokens, speed=speed,
-                              perplexity=perplexity, **probe_args)
+                              perplexity=perplexity, eval_data=eval_data, **probe_args)
         if answer.get("teardown_error"):
             log.warning("vLLM served %s, then crashed while shutting down: %s", path,
                         answer["teardown_error"].splitlines()[-1])
@@ -51,6 +52,7 @@ def measure(path: str | Path, *, hardware: str | None, eval_tokens: int, speed: 
         log.warning("vLLM could not serve %s here: %s", path, exc.message)
         out: dict[str, Any] = {"served": False, "serve_error": exc.message}
         try:
+            from quantkit.calibration import eval_source_name, eval_text
             from quantkit.eval.generate import greedy_of_model
             from quantkit.eval.perplexity import load_transformers, perplexity_of_model
             from quantkit.serve.probe import DEFAULT_PROMPTS
@@ -62,8 +64,8 @@ def measure(path: str | Path, *, hardware: str | None, eval_tokens: int, speed: 
             return out
         if perplexity:
             try:
-                out["perplexity"] = perplexity_of_model(model, tok, max_tokens=eval_tokens)
-                out["perplexity"]["via"] = "transformers"
+                out["perplexity"] = perplexity_of_model(model, tok, eval_text(eval_data), max_tokens=eval_tokens)
+                out["perplexity"].update(via="transformers", source=eval_source_name(eval_data))
             except Exception as exc2:  # noqa: BLE001
                 out["perplexity_error"] = f"{type(exc2).__name__}: {exc2}"
         try:

@@ -86,12 +86,18 @@ def _serve_line(path: str, hardware: str) -> str:
     return vllm_serve_line(path, sp.engine_args, {k: v for k, v in sp.env.items() if k != "VLLM_CACHE_ROOT"})
 
 
+def _ppl_source(data: dict[str, Any]) -> str:
+    p = data["original"].get("perplexity")
+    src = p.get("source") if isinstance(p, dict) else None
+    return "Hamlet" if not src or src.startswith("built-in") else src.removeprefix("file ")
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = ["# quantkit round-trip report", "",
              f"- model: `{data['model']}`", f"- hardware target: `{data['hardware']}`",
              f"- machine: {platform.machine()} {platform.processor() or ''} Python {platform.python_version()}",
              f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
-             "| model | ppl (Hamlet) | size MB | ratio | greedy agreement | tok/s bs1 | tok/s bs16 | vLLM load s "
+             f"| model | ppl ({_ppl_source(data)}) | size MB | ratio | greedy agreement | tok/s bs1 | tok/s bs16 | vLLM load s "
              "| quantize s | quantize peak RSS MB | served by vLLM | valid |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     slow = {(s["model"], s["batch"]) for s in speed_regressions(data)}
@@ -106,6 +112,9 @@ def markdown(data: dict[str, Any]) -> str:
                      f"| {speed(r, 'tok_s_bs1', 'batch 1')} | {speed(r, 'tok_s_bs16', 'batch 16')} | {_fmt(r['load_s'], '.1f')} "
                      f"| {_fmt(r['quantize_s'], '.1f')} | {_fmt(r['peak_mb'], '.0f')} | {'yes' if r['served'] else 'no'} "
                      f"| {'yes' if r.get('ok', True) else 'NO'} |")
+    gates = _gate_lines(data)
+    if gates:
+        lines += ["", "## Quality gates", "", *(f"- {'PASS' if ok else '**FAIL**'} {line}" for ok, line in gates)]
     regressions = _speed_lines(data)
     if regressions:
         lines += ["", "## Speed regressions", "", *(f"- {line}" for line in regressions)]
@@ -165,6 +174,26 @@ def write_report(data: dict[str, Any], out_dir: Path) -> dict[str, str]:
     (out_dir / JSON_NAME).write_text(json.dumps(data, indent=2, default=str) + "\n")
     (out_dir / MD_NAME).write_text(markdown(data) + (f"\n![plot]({PNG_NAME})\n" if "plot" in files else ""))
     return files
+
+
+def _gate_lines(data: dict[str, Any]) -> list[tuple[bool, str]]:
+    return [(g["passed"], f"{g['scheme']}: {g['gate']} {g['limit']:g} % -> {g['detail']}")
+            for g in data.get("gates") or []]
+
+
+def print_gates(data: dict[str, Any]) -> None:
+    """The quality gates, one line each, and the verdict (nothing when no gate was set)."""
+    from rich.console import Console
+
+    lines = _gate_lines(data)
+    if not lines:
+        return
+    console = Console(width=max(Console().width, 110))
+    for ok, line in lines:
+        console.print(("[green]PASS[/green] " if ok else "[bold red]FAIL[/bold red] ") + line, highlight=False)
+    verdict = all(ok for ok, _ in lines)
+    console.print("gates: " + ("[green]all passed[/green]" if verdict else "[bold red]failed[/bold red] (exit 1)"),
+                  highlight=False)
 
 
 def print_table(data: dict[str, Any]) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from quantkit.report.compare import checkpoint_bytes, greedy_agreement, measure
+from quantkit.report.gates import GateResult, ppl_rise_gates
+from quantkit.report.gates import passed as gates_passed
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +29,16 @@ class RoundTripReport:
     original: dict[str, Any]
     runs: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    gates: list[GateResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Every quality gate passed (True when none was set) -- what a CI job checks."""
+        return gates_passed(self.gates)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "hardware": self.hardware, "original": self.original, "runs": self.runs,
-                "files": self.files}
+                "files": self.files, "gates": [g.to_dict() for g in self.gates], "passed": self.passed}
 
 
 def _ppl(m: dict[str, Any]) -> float | None:
@@ -40,12 +48,14 @@ def _ppl(m: dict[str, Any]) -> float | None:
 
 def compare_checkpoints(original: str | Path, quantized: str | Path, *, hardware: str | None = "cpu",
                         eval_tokens: int = 4096, speed: bool = True,
-                        original_measure: dict[str, Any] | None = None) -> dict[str, Any]:
+                        original_measure: dict[str, Any] | None = None,
+                        eval_data: str | Path | None = None) -> dict[str, Any]:
     """Measure ``quantized`` against ``original`` (probing the original too unless given its measurement)."""
     from quantkit.validation import validate
 
-    orig = original_measure or measure(original, hardware=hardware, eval_tokens=eval_tokens, speed=speed)
-    quant = measure(quantized, hardware=hardware, eval_tokens=eval_tokens, speed=speed)
+    orig = original_measure or measure(original, hardware=hardware, eval_tokens=eval_tokens, speed=speed,
+                                       eval_data=eval_data)
+    quant = measure(quantized, hardware=hardware, eval_tokens=eval_tokens, speed=speed, eval_data=eval_data)
     report = validate(quantized, hardware=hardware)
     run: dict[str, Any] = {
         "path": str(quantized),
@@ -71,7 +81,8 @@ def compare_checkpoints(original: str | Path, quantized: str | Path, *, hardware
 def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ...] = ("auto",), *,
               hardware: str | None = None, output_root: str | Path = "runs", overwrite: bool = False,
               num_calibration_samples: int | None = None, max_seq_length: int | None = None, eval_tokens: int = 4096,
-              speed: bool = True, kv_cache: str | None = None, verbose: bool = False) -> RoundTripReport:
+              speed: bool = True, kv_cache: str | None = None, verbose: bool = False, calibration: Any = None,
+              eval_data: str | Path | None = None, max_ppl_rise: float | None = None) -> RoundTripReport:
     """Quantize ``model`` with each scheme, then load original and quantized in vLLM and compare them.
 
     Writes ``report.json``, ``report.md`` and ``report.png`` into ``output_root``; checkpoints go to
@@ -82,6 +93,10 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
     Progress goes to stderr as named stages (``[k/n]``) with the step inside each (the layer being calibrated,
     what vLLM is doing) and the time left; what llm-compressor, ModelOpt and vLLM print goes to
     ``output_root/roundtrip.log`` (``verbose=True`` shows it too).
+
+    ``calibration`` is passed to :func:`quantkit.quantize` (text/JSONL/chats/Dataset; None: the built-in text);
+    ``eval_data`` (.txt or .jsonl of ``{"text": ...}``) replaces the shipped Hamlet for perplexity;
+    ``max_ppl_rise`` (percent) is a gate: ``report.passed`` is False when a scheme's perplexity rises more.
     """
     from quantkit.hardware import default_hardware, get_hardware
     from quantkit.models.loading import resolve_model_path
@@ -95,6 +110,12 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
     root.mkdir(parents=True, exist_ok=True)
     src = resolve_model_path(None if str(model) == "embedded" else model)
     plans = [plan(src, hardware, scheme=s, kv_cache=kv_cache) for s in schemes]  # bad input fails before vLLM
+    from quantkit.calibration import check_calibration, eval_text
+
+    if eval_data is not None:
+        eval_text(eval_data)  # a missing or unreadable file fails before vLLM too
+    if calibration is not None:
+        check_calibration(calibration)
     orig_title = "measure the original in vLLM"
     titles = [orig_title]
     for p in plans:
@@ -107,7 +128,7 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
                  f"schemes {', '.join(p.scheme.name for p in plans)}")
         with prog.stage(orig_title, f"{src.name}: load, generate, decode speed, perplexity"):
             t0 = time.perf_counter()
-            orig = measure(src, hardware=hardware, eval_tokens=eval_tokens, speed=speed)
+            orig = measure(src, hardware=hardware, eval_tokens=eval_tokens, speed=speed, eval_data=eval_data)
         for p in plans:  # each later measurement costs about what the original's did
             prog.estimate(f"measure {p.scheme.name} in vLLM", time.perf_counter() - t0)
         rep = RoundTripReport(model=str(src), hardware=hardware, original=orig)
@@ -120,10 +141,11 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
                     else "data-free")
             with prog.stage(f"quantize {name}", f"{chosen.backend}, {data}"):
                 res = quantize(src, chosen, output_dir=root / name, overwrite=overwrite,
-                               num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length)
+                               num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length,
+                               calibration=calibration)
             with prog.stage(f"measure {name} in vLLM", "validate, load, generate, decode speed, perplexity"):
                 cmp = compare_checkpoints(src, res.output_dir, hardware=hardware, eval_tokens=eval_tokens,
-                                          speed=speed, original_measure=orig)
+                                          speed=speed, original_measure=orig, eval_data=eval_data)
             run = cmp["run"]
             run["scheme"] = res.scheme
             run["quantize"] = {"backend": res.backend, "timings": res.timings,
@@ -131,6 +153,8 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
                                "group_size": res.group_size, "ignore": list(res.ignore),
                                "wall_s": time.perf_counter() - t0}
             rep.runs.append(run)
+        if max_ppl_rise is not None:
+            rep.gates = ppl_rise_gates(rep.runs, max_ppl_rise)
         with prog.stage("write the report"):
             rep.files = write_report(rep.to_dict(), root)
             rep.files["log"] = str(root / "roundtrip.log")

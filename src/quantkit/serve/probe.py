@@ -24,14 +24,18 @@ DEFAULT_PROMPTS = (
 
 def probe(path: str | Path, *, hardware: str | None = None, prompts: tuple[str, ...] = DEFAULT_PROMPTS,
           max_tokens: int = 32, perplexity: bool = True, eval_tokens: int = 4096, speed: bool = True,
-          batch: int = 16, kv_cache_dtype: str | None = None, **engine_args: Any) -> dict[str, Any]:
-    """Load ``path`` with :func:`quantkit.load`, then measure it. Returns a JSON-serialisable dict."""
+          batch: int = 16, kv_cache_dtype: str | None = None, eval_data: str | None = None,
+          **engine_args: Any) -> dict[str, Any]:
+    """Load ``path`` with :func:`quantkit.load`, then measure it (perplexity on ``eval_data``, a .txt/.jsonl
+    path, or the shipped Hamlet). Returns a JSON-serialisable dict."""
     from vllm import SamplingParams
 
+    from quantkit.calibration import eval_source_name, eval_text
     from quantkit.eval.perplexity import perplexity_vllm
     from quantkit.progress import child_step
     from quantkit.serve.engine import load_with_plan
 
+    text = eval_text(eval_data) if perplexity else None  # a bad file fails before vLLM starts
     child_step("starting the vLLM engine: reading the checkpoint, repacking weights for this device's kernels, "
                "sizing the KV cache")
     loaded = load_with_plan(path, hardware, kv_cache_dtype=kv_cache_dtype, **engine_args)
@@ -66,7 +70,8 @@ def probe(path: str | Path, *, hardware: str | None = None, prompts: tuple[str, 
             result[f"tokens_per_s_{label}"] = round(toks / dt, 2)
     if perplexity:
         child_step(f"perplexity over {eval_tokens:,} held-out tokens")
-        result["perplexity"] = perplexity_vllm(llm, max_tokens=eval_tokens)
+        result["perplexity"] = perplexity_vllm(llm, text, max_tokens=eval_tokens)
+        result["perplexity"]["source"] = eval_source_name(eval_data)
     return result
 
 

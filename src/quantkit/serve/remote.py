@@ -172,8 +172,8 @@ def _parse(line: str) -> dict[str, Any] | None:
 
 def probe_remote(path: str | Path, *, hardware: str | None = None, perplexity: bool = True, speed: bool = True,
                  max_tokens: int = 32, eval_tokens: int = 4096, prompts: list[str] | None = None,
-                 extra: list[str] | None = None,
-                 python: Path | None = None, timeout: float = 1800) -> dict[str, Any]:
+                 extra: list[str] | None = None, python: Path | None = None, timeout: float = 1800,
+                 eval_data: str | Path | None = None) -> dict[str, Any]:
     """Load ``path`` in the serve environment, generate, and measure it (see ``serve.probe.probe``)."""
     args = ["generate", str(path), "--max-tokens", str(max_tokens), "--eval-tokens", str(eval_tokens)]
     if hardware:
@@ -184,4 +184,6 @@ def probe_remote(path: str | Path, *, hardware: str | None = None, perplexity: b
         args.append("--no-speed")
     for p in prompts or []:
         args += ["--prompt", p]
+    if eval_data is not None and perplexity:
+        args += ["--eval-data", str(Path(eval_data).resolve())]
     return run_quantkit(args + list(extra or []), python=python, timeout=timeout)
