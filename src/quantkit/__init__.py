@@ -19,6 +19,7 @@ from quantkit.errors import (
     MissingDependencyError,
     ModelNotFoundError,
     OutputExistsError,
+    ParallelismError,
     PlanOptionError,
     QuantkitError,
     ScriptGuardError,
@@ -46,6 +47,8 @@ _LAZY = {
     "load": "quantkit.serve.engine",
     "serve_plan": "quantkit.serve.engine",
     "ServePlan": "quantkit.serve.engine",
+    "serve_args": "quantkit.serve.args",
+    "ServeArgs": "quantkit.serve.args",
     "Plan": "quantkit.planning.planner",
     "validate": "quantkit.validation",
     "ValidationReport": "quantkit.validation",
@@ -56,6 +59,7 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from quantkit.models.embedded import embedded_model_path
     from quantkit.pipeline import QuantizeResult, quantize
+    from quantkit.serve.args import ServeArgs, serve_args
     from quantkit.planning.planner import Plan, plan
     from quantkit.serve.engine import ServePlan, load, serve_plan
     from quantkit.validation import ValidationReport, validate
@@ -72,8 +76,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "HARDWARE", "KV_CACHE_DTYPES", "SCHEMES", "BackendError", "CalibrationDataError", "CheckpointReadError",
     "EnvironmentNotFoundError", "Hardware", "HardwareName", "KvCacheDtype", "MissingDependencyError",
-    "ModelNotFoundError", "OutputExistsError", "Plan", "PlanOptionError", "QuantizeResult", "QuantkitError",
-    "Scheme", "SchemeName", "ScriptGuardError", "ServeError", "ServePlan", "UnknownNameError",
+    "ModelNotFoundError", "OutputExistsError", "ParallelismError", "Plan", "PlanOptionError", "QuantizeResult",
+    "QuantkitError", "Scheme", "SchemeName", "ScriptGuardError", "ServeArgs", "ServeError", "ServePlan", "UnknownNameError",
     "UnsupportedSchemeError", "ValidationFailedError", "ValidationReport", "embedded_model_path", "get_hardware",
-    "get_scheme", "load", "plan", "quantize", "serve_plan", "validate",
+    "get_scheme", "load", "plan", "quantize", "serve_args", "serve_plan", "validate",
 ]

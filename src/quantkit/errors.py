@@ -139,3 +139,10 @@ class ScriptGuardError(ServeError):
     process re-imports."""
 
     default_rule = "QK013"
+
+
+class ParallelismError(PlanOptionError):
+    """The tensor/pipeline-parallel layout asked for cannot shard this checkpoint the way vLLM does (heads,
+    KV heads, row-parallel inputs or group sizes per shard, layers per pipeline stage)."""
+
+    default_rule = "QK014"

@@ -219,6 +219,106 @@ CPU_ENV_DEFAULTS: dict[str, str] = {"VLLM_CPU_KVCACHE_SPACE": "1"}
 CPU_ENGINE_DEFAULTS: dict[str, object] = {"enforce_eager": True, "dtype": "bfloat16"}
 
 
+# ------------------------------------------------------------------------ parallelism: how vLLM shards a model
+
+@dataclass(frozen=True)
+class ParallelRule:
+    """One divisibility rule vLLM enforces when it shards a model over tensor/pipeline-parallel ranks.
+
+    ``id`` names it in plan reasons and errors, ``checks`` says what must hold, ``upstream`` where vLLM
+    enforces it (read from vLLM's source), ``fix`` what to change when it fails.
+    """
+
+    id: str
+    checks: str
+    upstream: str
+    fix: str
+
+
+#: the rules, in the order plan() applies them (planning/parallel.py implements each)
+PARALLEL_RULES: dict[str, ParallelRule] = {r.id: r for r in [
+    # ModelConfig.verify_with_parallel_config: "Total number of attention heads (N) must be divisible by
+    # tensor parallel size (T)."
+    ParallelRule("tp-heads", "num_attention_heads % TP == 0",
+                 "vllm/config/model.py ModelConfig.verify_with_parallel_config",
+                 "Use a TP size that divides the attention heads."),
+    # every attention class, e.g. LlamaAttention.__init__: KV heads >= TP are partitioned
+    # (total_num_kv_heads % tp_size == 0), fewer are replicated (tp_size % total_num_kv_heads == 0)
+    ParallelRule("tp-kv-heads", "num_key_value_heads % TP == 0, or TP % num_key_value_heads == 0 (replicated)",
+                 "vllm/model_executor/models/llama.py LlamaAttention.__init__ (same in qwen2/qwen3/mixtral ...)",
+                 "Use a TP size that divides the KV heads or that they divide."),
+    # RowParallelLinear: input_size_per_partition = divide(input_size, tp_size); ColumnParallelLinear splits
+    # output_size the same way; divide() asserts divisibility (vllm/distributed/utils.py ensure_divisibility)
+    ParallelRule("tp-shard", "in_features % TP == 0 for row-parallel layers (o_proj, down_proj, experts' down_proj)",
+                 "vllm/model_executor/layers/linear.py RowParallelLinear.__init__ (divide)",
+                 "Use a TP size that divides the row-parallel layers' input features."),
+    # grouped INT4 scales are sharded with the weight: each rank's input slice must hold whole groups
+    # (marlin_utils.verify_marlin_supports_shape: group_size < input_size and input_size_per_partition %
+    # group_size != 0 raises; gptq.py/compressed_tensors_wNa16.py refuse the same misalignment)
+    ParallelRule("tp-group", "(in_features / TP) % group_size == 0 for quantized row-parallel layers",
+                 "vllm/model_executor/layers/quantization/utils/marlin_utils.py verify_marlin_supports_shape",
+                 "Use a smaller TP size, or re-quantize with a group size that divides the per-shard input "
+                 "(group_size=64/32)."),
+    # block-quantized FP8: "Required by row parallel" input_size_per_partition % block_k, "Required by column
+    # parallel" each output partition % block_n, else ValueError
+    ParallelRule("tp-block", "(in_features / TP) % block_k for row-parallel, (out_features / TP) % block_n for "
+                             "column-parallel block-quantized layers",
+                 "vllm/model_executor/layers/quantization/utils/fp8_utils.py validate_fp8_block_shape",
+                 "Use a smaller TP size, or a per-channel FP8 scheme (fp8-dynamic) for this model."),
+    # the Marlin tile limits on each shard (GPTQ_MARLIN_MIN_THREAD_N/K); vLLM 0.32 pads the tiles (a warning)
+    ParallelRule("tp-marlin", f"(in_features / TP) % {MARLIN_MIN_THREAD_K} and (out_features / TP) % "
+                              f"{MARLIN_MIN_THREAD_N} per shard where the kernel is Marlin",
+                 "vllm/model_executor/layers/quantization/utils/marlin_utils.py verify_marlin_supports_shape",
+                 "Use a smaller TP size or accept the padded (slower) tiles."),
+    # get_pp_indices splits num_hidden_layers over the stages; a stage without a layer is refused
+    ParallelRule("pp-layers", "num_hidden_layers >= PP",
+                 "vllm/distributed/utils.py get_pp_indices",
+                 "Use fewer nodes (pipeline stages) than the model has layers."),
+]}
+
+#: the executor vLLM needs when TP x PP spans more than one node: "If the product of pipeline_parallel_size and
+#: tensor_parallel_size is less than or equal to the number of GPUs available, "mp" will be used to keep
+#: processing on a single host. Otherwise, an error will be raised. [...] to use "ray" you must manually set
+#: distributed_executor_backend to "ray"" (vllm/config/parallel.py ParallelConfig.distributed_executor_backend)
+MULTI_NODE_EXECUTOR_BACKEND = "ray"
+
+
+@dataclass(frozen=True)
+class MoeEnvFact:
+    """Environment variables that select a faster MoE kernel for one format on some GPUs.
+
+    ``formats`` are :data:`FORMATS` keys, ``sms`` the compute capabilities it is recommended on, ``env`` what
+    to set and ``why``; ``upstream`` where vLLM reads it. They default to 0 in vLLM, so the plan sets them.
+    """
+
+    formats: tuple[str, ...]
+    sms: tuple[int, ...]
+    env: Mapping[str, str]
+    why: str
+    upstream: str = "vllm/envs.py"
+
+
+#: recommended MoE backends (FlashInfer CUTLASS/TRT-LLM kernels on datacenter Blackwell; not SM 12.x, where the
+#: FP4 MoE kernels are not dispatched)
+MOE_BACKEND_ENV: tuple[MoeEnvFact, ...] = (
+    MoeEnvFact(("nvfp4/nvfp4",), (100, 103), {"VLLM_USE_FLASHINFER_MOE_FP4": "1"},
+               "FlashInfer CUTLASS NVFP4 MoE kernels on Blackwell (vLLM's default is its own CUTLASS path)"),
+    MoeEnvFact(("fp8/fp8", "fp8/fp8-static", "fp8-block/fp8"), (100, 103), {"VLLM_USE_FLASHINFER_MOE_FP8": "1"},
+               "FlashInfer FP8 MoE kernels on Blackwell"),
+)
+
+
+def moe_backend_env(format_key: str, capability: int | None) -> tuple[dict[str, str], list[str]]:
+    """The MoE environment variables recommended for ``format_key`` on ``capability``, and why."""
+    env: dict[str, str] = {}
+    why: list[str] = []
+    for fact in MOE_BACKEND_ENV:
+        if format_key in fact.formats and capability in fact.sms:
+            env.update(fact.env)
+            why += [f"{k}={v}: {fact.why} ({fact.upstream})" for k, v in fact.env.items()]
+    return env, why
+
+
 @dataclass(frozen=True)
 class VllmFacts:
     """The parts of vLLM's quantization registry the validator checks against."""

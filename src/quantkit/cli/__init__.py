@@ -56,7 +56,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
 
 #: every command module, in one place; importing one registers its commands on ``app`` (an import error is a
 #: bug and surfaces as such)
-_COMMAND_MODULES = ("tables", "quantize", "validate", "plan", "load", "serve", "report")
+_COMMAND_MODULES = ("tables", "quantize", "validate", "plan", "load", "generate", "serve", "report")
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"quantkit.cli.{_name}")
 

@@ -20,13 +20,11 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from quantkit.errors import EnvironmentNotFoundError, QuantkitError
-from quantkit.serve.command import vllm_serve_line
+from quantkit.serve.command import QUANTKIT_ONLY_ENV, vllm_serve_line
 
 if TYPE_CHECKING:
     from quantkit.serve.engine import ServePlan
 
-#: environment that quantkit sets for its own runs only (a cache location); not part of a serve command
-QUANTKIT_ONLY_ENV = frozenset({"VLLM_CACHE_ROOT"})
 
 
 def vllm_serve_command(path: str | Path, plan: ServePlan) -> str:

@@ -29,6 +29,8 @@ def plan_command(
     concurrency: int = typer.Option(16, "--concurrency", "-c", min=1, help="Sequences served at once."),
     tensor_parallel_size: int = typer.Option(None, "--tp", min=1,
                                              help="GPUs to fit on (default: the fewest that fit)."),
+    gpus: int = typer.Option(None, "--gpus", min=1, help="GPUs on each node: propose TP (and PP) for them."),
+    nodes: int = typer.Option(1, "--nodes", min=1, help="Nodes of --gpus GPUs: one pipeline stage each, over Ray."),
     accuracy_critical: bool = typer.Option(False, "--accuracy-critical",
                                            help="Prefer GPTQ W4A16 over W4A4, and 8-bit unless memory needs 4-bit."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -43,6 +45,6 @@ def plan_command(
 
     result = plan(model, hardware, scheme=scheme, backend=backend, group_size=group_size, ignore=tuple(ignore or ()),
                   for_vllm=not not_for_vllm, workload=workload, kv_cache=kv_cache, max_model_len=max_model_len,
-                  concurrency=concurrency, tensor_parallel_size=tensor_parallel_size,
+                  concurrency=concurrency, tensor_parallel_size=tensor_parallel_size, gpus=gpus, nodes=nodes,
                   accuracy_critical=accuracy_critical)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))

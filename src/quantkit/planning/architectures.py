@@ -19,6 +19,11 @@ from typing import Any, Literal
 LayerKind = Literal["full", "sliding", "chunked", "linear", "mamba", "none"]
 
 
+#: leaf names of layers whose *input* dimension vLLM splits across tensor-parallel ranks (RowParallelLinear in
+#: vllm/model_executor/layers/linear.py); planning checks their shards, the validator their group sizes
+ROW_PARALLEL = frozenset({"o_proj", "down_proj", "out_proj", "dense", "fc2", "w2", "c_proj", "wo",
+                          "dense_4h_to_h", "proj_out"})
+
 @dataclass(frozen=True)
 class ArchFamily:
     """One architecture family quantkit plans for.

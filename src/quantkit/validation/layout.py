@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from functools import cached_property
 
 from quantkit.checkpoint.reader import TensorInfo
+from quantkit.planning.architectures import ROW_PARALLEL
 from quantkit.planning.ignore import FUSED_MODULES
 
 FLOAT_DTYPES = frozenset({"BF16", "F16", "F32", "F64"})
@@ -27,9 +28,6 @@ QUANT_PARAMS = frozenset({"weight_packed", "qweight", "weight_scale", "weight_sc
 EMBEDDING_LEAVES = frozenset({"embed_tokens", "wte", "wpe", "word_embeddings", "embedding", "embeddings",
                               "tok_embeddings", "embed_positions", "position_embedding", "position_embeddings",
                               "patch_embedding", "shared"})
-#: layers whose *input* dimension vLLM splits across tensor-parallel ranks (RowParallelLinear)
-ROW_PARALLEL = frozenset({"o_proj", "down_proj", "out_proj", "dense", "fc2", "w2", "c_proj", "wo",
-                          "dense_4h_to_h", "proj_out"})
 #: leaves that project q/k/v: their parent is an attention block that owns a KV cache
 ATTN_LEAVES = frozenset({"q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "Wqkv", "c_attn",
                          "kv_a_proj_with_mqa", "q_a_proj", "kv_b_proj"})
