@@ -31,6 +31,8 @@ FP8_KV_CACHE_SCHEME: dict[str, Any] = {
     "num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False, "symmetric": True,
 }
 SMOOTHQUANT_STRENGTH = 0.8
+# AutoRound's own default and llm-compressor's examples/autoround example: 200 tuning steps per decoder layer
+AUTOROUND_ITERS = 200
 
 
 @register_backend("llmcompressor")
@@ -90,6 +92,10 @@ class LlmCompressorBackend(Backend):
                     GPTQModifier(**common)]
         if recipe.algorithm == "awq":
             return [AWQModifier(duo_scaling="both"), QuantizationModifier(**common)]
+        if recipe.algorithm == "autoround":
+            from llmcompressor.modifiers.autoround import AutoRoundModifier
+
+            return [AutoRoundModifier(**common, iters=AUTOROUND_ITERS)]
         raise UnsupportedSchemeError(f"Unknown llm-compressor algorithm {recipe.algorithm!r}.")
 
     def needs_data(self, job: ProduceJob) -> bool:
