@@ -1,11 +1,14 @@
-"""4-bit quality on the embedded model: the W4A16 algorithms quantkit offers, same calibration, same scoring.
+"""Quality of every algorithm quantkit offers on the embedded model, in one run: same calibration, same
+held-out text, same evaluation code path.
 
-For each scheme (default: RTN baseline, GPTQ, AutoRound) it quantizes the embedded SmolLM2-135M with
-``quantkit.quantize`` (llm-compressor), then scores perplexity on the held-out Hamlet through transformers
-(compressed-tensors decompresses on load; the same windowing as vLLM's figure), and prints wall time, peak RSS
-of the quantize step and the rise over the original. This is what the ``auto`` 4-bit choice should rest on.
+For each scheme (default: round-to-nearest W4A16 as the reference, GPTQ, AutoRound, AWQ, W4A8, W8A8, FP8) it
+quantizes the embedded SmolLM2-135M with ``quantkit.quantize`` (llm-compressor), scores perplexity on the
+held-out Hamlet through transformers (compressed-tensors decompresses on load; the same windowing as vLLM's
+figure), and prints quantize time, peak RSS, checkpoint size, the rise over the original and that rise divided
+by RTN's. 4-bit rows use the group the plan picks (64: the model's 576 input features are not a multiple of
+128). This is what the ``auto`` 4-bit choice rests on.
 
-    .venvs/produce/bin/python benchmarks/four_bit.py [--schemes w4a16 w4a16-autoround] [--samples 32 --seq-len 256]
+    .venvs/produce/bin/python benchmarks/quality.py [--schemes rtn w4a16 w4a16-autoround] [--samples 32 --seq-len 256]
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ wall = time.perf_counter() - t0
 from quantkit.eval.perplexity import perplexity_transformers
 ppl = perplexity_transformers(out)["perplexity"]
 ru = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"quantize_s": wall, "ppl": ppl, "peak_rss_mb": ru.ru_maxrss / 1024}))
+from quantkit.checkpoint.reader import CheckpointView
+cfg = json.load(open(out + "/quantkit.json"))
+print(json.dumps({"quantize_s": wall, "ppl": ppl, "peak_rss_mb": ru.ru_maxrss / 1024,
+                  "size_mb": CheckpointView(out).total_bytes() / 1e6, "group": cfg.get("group_size")}))
 """
 
 ORIGINAL = r"""
@@ -56,7 +62,8 @@ def _run(code: str, *args: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--schemes", nargs="+", default=["rtn", "w4a16", "w4a16-autoround"])
+    ap.add_argument("--schemes", nargs="+", default=["rtn", "w4a16", "w4a16-autoround", "w4a16-awq", "w4a8-int",
+                                                     "w8a8-int8", "fp8-dynamic"])
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=256)
     args = ap.parse_args()
@@ -67,12 +74,18 @@ def main() -> None:
           "(4,096 tokens, transformers)", flush=True)
     base = _run(ORIGINAL)["ppl"]
     print(f"original bf16: ppl {base:.2f}", flush=True)
-    print("| scheme | quantize s | peak RSS MB | ppl | vs original |\n|---|---|---|---|---|", flush=True)
+    print("| scheme | group | quantize s | peak RSS MB | size MB | ppl | vs original | rise / RTN's |\n"
+          "|---|---|---|---|---|---|---|---|", flush=True)
+    rtn_rise = None
     with tempfile.TemporaryDirectory() as tmp:
         for s in args.schemes:
             r = _run(SIDE, s, str(Path(tmp) / s), str(args.samples), str(args.seq_len))
-            print(f"| {s} | {r['quantize_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['ppl']:.2f} | "
-                  f"{100 * (r['ppl'] - base) / base:+.1f} % |", flush=True)
+            rise = 100 * (r["ppl"] - base) / base
+            if s == "rtn":
+                rtn_rise = rise
+            ratio = f"{rise / rtn_rise:.2f}" if rtn_rise else "-"
+            print(f"| {s} | {r['group'] or '-'} | {r['quantize_s']:.0f} | {r['peak_rss_mb']:.0f} | "
+                  f"{r['size_mb']:.1f} | {r['ppl']:.2f} | {rise:+.2f} % | {ratio} |", flush=True)
     print(f"# {datetime.now(timezone.utc):%H:%M} UTC done, load average {Path('/proc/loadavg').read_text().split()[:3]}")
 
 
