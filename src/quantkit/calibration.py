@@ -21,6 +21,9 @@ DEFAULT_NUM_SAMPLES = 64
 DEFAULT_MAX_SEQ_LENGTH = 512
 #: the embedded 135M demo calibrates on less than a real model needs, so the README's main job stays short:
 #: W8A8 with 32 x 256 tokens lands within 0.1 point of 64 x 512 in perplexity (docs/benchmarks.md)
+#: fewer calibration tokens than this (when the data, not the budget, runs out) is refused: activation ranges
+#: and GPTQ's Hessian estimated from a sentence or two are noise
+MIN_CALIBRATION_TOKENS = 128
 EMBEDDED_DEMO_SAMPLES = 32
 EMBEDDED_DEMO_SEQ_LENGTH = 256
 CALIBRATION_FILE = "calibration_macbeth_caesar.txt"
@@ -187,6 +190,16 @@ def _texts_from(calibration: Any) -> list[str | Chat] | list[list[int]]:
     raise CalibrationDataError(f"Unsupported calibration data of type {type(calibration).__name__}.",
                                fix="Pass a list of strings, a list of chats ([{'role': ..., 'content': ...}]), a "
                                    "datasets.Dataset, a .txt/.jsonl path, or None.")
+
+
+def check_enough(samples: tuple[tuple[int, ...], ...], *, num_samples: int, max_seq_length: int) -> None:
+    """Refuse calibration data that ran out before ``min(budget, MIN_CALIBRATION_TOKENS)`` tokens."""
+    have = sum(len(x) for x in samples)
+    need = min(num_samples * max_seq_length, MIN_CALIBRATION_TOKENS)
+    if have < need:
+        raise CalibrationDataError(
+            f"The calibration data gave only {have} tokens ({len(samples)} samples); calibrating needs at least "
+            f"{need}.", fix=f"Pass more text or chats (the plan asks for {num_samples} x {max_seq_length} tokens).")
 
 
 def check_calibration(calibration: Any) -> None:

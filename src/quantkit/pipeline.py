@@ -25,6 +25,8 @@ from quantkit.calibration import (
     DEFAULT_MAX_SEQ_LENGTH,
     DEFAULT_NUM_SAMPLES,
     builtin_text_warning,
+    check_calibration,
+    check_enough,
     describe_calibration,
     tokenize_samples,
 )
@@ -217,6 +219,8 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
             else "smollm2-135m" if model_is_path else Path(str(model.config._name_or_path)).name or "model")
     out = Path(output_dir) if output_dir is not None else Path.cwd() / f"{name}-{sch.name}"
     atomic.check_output_dir(out, overwrite=overwrite)  # fail before any expensive work
+    if chosen.needs_calibration and calibration is not None:
+        check_calibration(calibration)  # a missing file or a bad row: before the model is loaded
 
     steps = progress.current()
     steps.step(f"loading {name}")
@@ -229,6 +233,8 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     max_seq_length = max_seq_length or chosen.calibration_seq_len or DEFAULT_MAX_SEQ_LENGTH
     samples = tokenize_samples(calibration, loaded.tokenizer, num_samples=num_calibration_samples,
                                max_seq_length=max_seq_length) if chosen.needs_calibration else ()
+    if samples:
+        check_enough(samples, num_samples=num_calibration_samples, max_seq_length=max_seq_length)
     if samples and calibration is None and not is_embedded(loaded.source):
         warning = builtin_text_warning(str(loaded.source or name))
         log.warning("%s", warning)

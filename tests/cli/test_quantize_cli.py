@@ -107,3 +107,18 @@ def test_ctrl_c_during_quantize_publishes_nothing_and_exits_130(tmp_path: Path, 
     assert proc.returncode == 130, err
     assert err.strip().endswith("interrupted, nothing published") and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # no output, no staging directory left
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ("", "calibration.jsonl has no rows"),
+    ('{"prompt": "x"}\n', "calibration.jsonl line 1 has keys ['prompt']"),
+    ('{"text": "Too short."}\n', "gave only"),
+])
+def test_unusable_calibration_is_exit_2_and_publishes_nothing(rows: str, message: str, embedded_path: Path,
+                                                              tmp_path: Path) -> None:
+    data = tmp_path / "calibration.jsonl"
+    data.write_text(rows)
+    out = tmp_path / "out"
+    rc, _, err = run_cli("quantize", "embedded", "-s", "w8a8-int8", "-H", "cpu", "--calibration", data, "-o", out)
+    assert rc == 2 and message in err and "To resolve:" in err, err
+    assert not out.exists() and not list(tmp_path.glob(".out.quantkit-tmp-*"))
