@@ -3,7 +3,8 @@
 Calibration data may be a list of strings, a list of chats (``[{"role": ..., "content": ...}, ...]``, rendered
 with the model's chat template), a ``datasets.Dataset`` (a ``text`` or chat ``messages`` column, or already
 tokenized ``input_ids``), a path to a ``.txt`` file or a ``.jsonl`` file of ``{"text": ...}`` or
-``{"messages": [...]}`` rows, or None for the embedded default (Macbeth and Julius Caesar). Evaluation uses *Hamlet*, which calibration never sees.
+``{"messages": [...]}`` rows, or None for the embedded default (Macbeth and Julius Caesar). Evaluation uses
+*Hamlet*, which calibration never sees.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ def quantize_command(
     output_dir: Path = typer.Option(None, "--output-dir", "-o", help="Default: ./<model>-<scheme>."),
     backend: str = typer.Option(None, "--backend", help="llmcompressor or modelopt (default: chosen per scheme)."),
     kv_cache: str = typer.Option(None, "--kv-cache", help="'fp8' for an FP8 KV cache with calibrated scales."),
-    calibration: Path = typer.Option(None, "--calibration", help=".txt, or .jsonl of {\"text\"} / chat {\"messages\"} rows; "
+    calibration: Path = typer.Option(None, "--calibration",
+                                     help=".txt, or .jsonl of {\"text\"} / chat {\"messages\"} rows; "
                                                                  "default: the shipped Macbeth/Julius Caesar."),
     num_samples: int | None = typer.Option(
         None, "--num-samples", min=1,
