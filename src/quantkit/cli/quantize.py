@@ -25,7 +25,7 @@ def quantize_command(
     kv_cache: str = typer.Option(None, "--kv-cache", help="'fp8' for an FP8 KV cache with calibrated scales."),
     calibration: Path = typer.Option(None, "--calibration",
                                      help=".txt, or .jsonl of {\"text\"} / chat {\"messages\"} rows; "
-                                                                 "default: the shipped Macbeth/Julius Caesar."),
+                                          "default: the shipped Macbeth/Julius Caesar."),
     num_samples: int | None = typer.Option(
         None, "--num-samples", min=1,
         help="Calibration samples (default: the plan's; 512 for real models, 32 for the embedded demo)."),
