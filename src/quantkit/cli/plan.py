@@ -33,6 +33,8 @@ def plan_command(
     nodes: int = typer.Option(1, "--nodes", min=1, help="Nodes of --gpus GPUs: one pipeline stage each, over Ray."),
     accuracy_critical: bool = typer.Option(False, "--accuracy-critical",
                                            help="Prefer GPTQ W4A16 over W4A4, and 8-bit unless memory needs 4-bit."),
+    online: bool = typer.Option(False, "--online", help="Plan online FP8: vLLM quantizes the 16-bit checkpoint "
+                                                        "at load (no producer)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     rules: bool = typer.Option(False, "--rules", help="Print the selection rules, in the order they are tried."),
 ) -> None:
@@ -46,5 +48,5 @@ def plan_command(
     result = plan(model, hardware, scheme=scheme, backend=backend, group_size=group_size, ignore=tuple(ignore or ()),
                   for_vllm=not not_for_vllm, workload=workload, kv_cache=kv_cache, max_model_len=max_model_len,
                   concurrency=concurrency, tensor_parallel_size=tensor_parallel_size, gpus=gpus, nodes=nodes,
-                  accuracy_critical=accuracy_critical)
+                  accuracy_critical=accuracy_critical, online=online)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))

