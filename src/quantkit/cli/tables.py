@@ -129,8 +129,8 @@ def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     from rich.table import Table
 
     t = Table(title=title)
-    for col in columns:
-        t.add_column(col)
+    for i, col in enumerate(columns):
+        t.add_column(col, no_wrap=i == 0)  # the name column whole: it is what users copy
     for cells in rows:
         t.add_row(*cells)
     Console(width=max(Console().width, 120)).print(t)

