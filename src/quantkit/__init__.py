@@ -16,6 +16,7 @@ from quantkit.errors import (
     CalibrationDataError,
     CheckpointReadError,
     EnvironmentNotFoundError,
+    HostMemoryError,
     MissingDependencyError,
     ModelNotFoundError,
     OutputExistsError,
@@ -71,7 +72,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "HARDWARE", "KV_CACHE_DTYPES", "SCHEMES", "BackendError", "CalibrationDataError", "CheckpointReadError",
-    "EnvironmentNotFoundError", "Hardware", "HardwareName", "KvCacheDtype", "MissingDependencyError",
+    "EnvironmentNotFoundError", "Hardware", "HardwareName", "HostMemoryError", "KvCacheDtype", "MissingDependencyError",
     "ModelNotFoundError", "OutputExistsError", "Plan", "PlanOptionError", "QuantizeResult", "QuantkitError",
     "Scheme", "SchemeName", "ScriptGuardError", "ServeError", "ServePlan", "UnknownNameError",
     "UnsupportedSchemeError", "ValidationFailedError", "ValidationReport", "embedded_model_path", "get_hardware",

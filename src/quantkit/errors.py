@@ -139,3 +139,9 @@ class ScriptGuardError(ServeError):
     process re-imports."""
 
     default_rule = "QK013"
+
+
+class HostMemoryError(QuantkitError, MemoryError):
+    """The chosen production path needs more host RAM than this machine has; nothing was loaded."""
+
+    default_rule = "QK014"
