@@ -227,7 +227,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     out = Path(output_dir) if output_dir is not None else Path.cwd() / f"{name}-{sch.name}"
     atomic.check_output_dir(out, overwrite=overwrite)  # fail before any expensive work
 
-    problem = chosen.host_memory_problem()
+    problem = chosen.host_memory_problem() if model_is_path else None  # a model object is loaded already
     if problem is not None:  # refuse before loading anything: an OOM kill an hour in helps nobody
         raise HostMemoryError(f"Cannot quantize {name} with {sch.name} here: {problem[0]}.", fix=problem[1])
 

@@ -511,7 +511,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
                        quantized_bytes=chosen.weight_bytes, unquantized_bytes=inventory.unquantized_bytes,
                        device=query.device)
     reasons.append(f"production: {prod.reason}")
-    if not prod.fits:
+    if not prod.fits and not hasattr(model, "named_parameters"):  # a model object is in memory already
         warnings.append(_host_memory_warning(prod))
     reasons += [f"skipped rule {r.id} ({r.scheme}): {why}" for r, why in skipped]
 
