@@ -16,6 +16,7 @@ from quantkit.errors import (
     CalibrationDataError,
     CheckpointReadError,
     EnvironmentNotFoundError,
+    HostMemoryError,
     MissingDependencyError,
     ModelNotFoundError,
     OutputExistsError,
@@ -75,9 +76,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "HARDWARE", "KV_CACHE_DTYPES", "SCHEMES", "BackendError", "CalibrationDataError", "CheckpointReadError",
-    "EnvironmentNotFoundError", "Hardware", "HardwareName", "KvCacheDtype", "MissingDependencyError",
-    "ModelNotFoundError", "OutputExistsError", "ParallelismError", "Plan", "PlanOptionError", "QuantizeResult",
-    "QuantkitError", "Scheme", "SchemeName", "ScriptGuardError", "ServeArgs", "ServeError", "ServePlan", "UnknownNameError",
+    "EnvironmentNotFoundError", "Hardware", "HardwareName", "HostMemoryError", "KvCacheDtype",
+    "MissingDependencyError", "ModelNotFoundError", "OutputExistsError", "ParallelismError", "Plan",
+    "PlanOptionError", "QuantizeResult", "QuantkitError", "Scheme", "SchemeName", "ScriptGuardError", "ServeArgs",
+    "ServeError", "ServePlan", "UnknownNameError",
     "UnsupportedSchemeError", "ValidationFailedError", "ValidationReport", "embedded_model_path", "get_hardware",
     "get_scheme", "load", "plan", "quantize", "serve_args", "serve_plan", "validate",
 ]

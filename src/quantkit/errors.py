@@ -146,3 +146,9 @@ class ParallelismError(PlanOptionError):
     KV heads, row-parallel inputs or group sizes per shard, layers per pipeline stage)."""
 
     default_rule = "QK014"
+
+
+class HostMemoryError(QuantkitError, MemoryError):
+    """The chosen production path needs more host RAM than this machine has; nothing was loaded."""
+
+    default_rule = "QK017"

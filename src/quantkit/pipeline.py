@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from quantkit import progress
-from quantkit.backends import ProduceJob, all_backends, get_backend
+from quantkit.backends import ModelFreeJob, ProduceJob, all_backends, get_backend
 from quantkit.backends.base import Backend
 from quantkit.calibration import (
     DEFAULT_MAX_SEQ_LENGTH,
@@ -31,7 +31,7 @@ from quantkit.calibration import (
     tokenize_samples,
 )
 from quantkit.checkpoint import atomic
-from quantkit.errors import PlanOptionError, ValidationFailedError
+from quantkit.errors import HostMemoryError, PlanOptionError, ValidationFailedError
 from quantkit.hardware import HardwareName, support
 from quantkit.models.embedded import is_embedded
 from quantkit.planning.planner import EXPLICIT_RULE, Plan, plan
@@ -131,6 +131,7 @@ def quantize(
     tokenizer: Any = None,
     overwrite: bool = False,
     for_vllm: bool = True,
+    production: str = "auto",
 ) -> QuantizeResult:
     """Execute a plan: quantize a model into a checkpoint vLLM loads on the target, validate it, publish it.
 
@@ -161,6 +162,9 @@ def quantize(
         ignore: extra module names or ``re:`` patterns to keep unquantized, on top of the planned list.
         overwrite: replace an existing ``output_dir``.
         for_vllm: False allows formats vLLM cannot load (e.g. ModelOpt INT4_AWQ for TensorRT-LLM).
+        production: ``"in-memory"`` (load the whole model), ``"model-free"`` (quantize the checkpoint shard by
+            shard without building the model; data-free schemes only) or ``"auto"``: the plan takes model-free
+            when the model does not fit comfortably in host RAM (docs/big-models.md).
 
     Returns:
         A :class:`QuantizeResult` with the path, the plan executed, timings, sizes and validator findings.
@@ -170,7 +174,9 @@ def quantize(
         ModelNotFoundError: the model path is missing or not a checkpoint.
         OutputExistsError: ``output_dir`` exists and ``overwrite`` is False.
         UnsupportedSchemeError: the target cannot serve the scheme, or no backend can produce it here.
-        PlanOptionError: a Plan was passed together with override arguments.
+        PlanOptionError: a Plan was passed together with override arguments, or ``production="model-free"``
+            where it cannot run.
+        HostMemoryError: the production path needs more host RAM than this machine has (before any loading).
         MissingDependencyError: the backend's packages are not installed in this environment.
         BackendError: the producer failed (original exception chained).
         ValidationFailedError: the checkpoint has error findings; it is kept at ``<output_dir>.rejected``.
@@ -178,7 +184,8 @@ def quantize(
     t_start = time.perf_counter()
     if isinstance(scheme, Plan):
         given = {"hardware": hardware, "backend": backend, "kv_cache": kv_cache, "group_size": group_size,
-                 "ignore": tuple(ignore) or None, "for_vllm": None if for_vllm else False}
+                 "ignore": tuple(ignore) or None, "for_vllm": None if for_vllm else False,
+                 "production": None if production == "auto" else production}
         clash = [k for k, v in given.items() if v is not None]
         if clash:
             raise PlanOptionError(f"quantize() got a Plan and also {', '.join(clash)}: the plan already decided them.",
@@ -186,7 +193,7 @@ def quantize(
         chosen = scheme
     else:
         chosen = plan(model, hardware, scheme=scheme, backend=backend, group_size=group_size, ignore=ignore,
-                      kv_cache=kv_cache, for_vllm=for_vllm)
+                      kv_cache=kv_cache, for_vllm=for_vllm, production=production)
     return execute(chosen, model, output_dir=output_dir, calibration=calibration,
                    num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length,
                    tokenizer=tokenizer, overwrite=overwrite, t_start=t_start)
@@ -195,8 +202,9 @@ def quantize(
 def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = None, calibration: Any = None,
             num_calibration_samples: int | None = None, max_seq_length: int | None = None,
             tokenizer: Any = None, overwrite: bool = False, t_start: float | None = None) -> QuantizeResult:
-    """Run a :class:`Plan`: load the model, produce with the plan's backend, validate against the plan,
-    publish atomically. Every choice comes from ``chosen``; ``model`` defaults to the plan's model path."""
+    """Run a :class:`Plan`: load the model (or, on the plan's model-free path, read it shard by shard), produce
+    with the plan's backend, validate against the plan, publish atomically. Every choice comes from ``chosen``;
+    ``model`` defaults to the plan's model path."""
     t_start = time.perf_counter() if t_start is None else t_start
     if chosen.online:
         raise PlanOptionError(f"This plan is online ({chosen.online}): vLLM quantizes the 16-bit checkpoint at load, "
@@ -216,6 +224,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     runner = get_backend(chosen.backend)
     runner.check_environment()
 
+    from quantkit.checkpoint.reader import check_source
     from quantkit.models.loading import load_model
 
     model = chosen.model if model is None else model
@@ -227,31 +236,57 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     if chosen.needs_calibration and calibration is not None:
         check_calibration(calibration)  # a missing file or a bad row: before the model is loaded
 
-    steps = progress.current()
-    steps.step(f"loading {name}")
-    t0 = time.perf_counter()
-    with steps.library_output():
-        loaded = load_model("embedded" if model is None else model, tokenizer)
-    t_load = time.perf_counter() - t0
+    problem = chosen.host_memory_problem() if model_is_path else None  # a model object is loaded already
+    if problem is not None:  # refuse before loading anything: an OOM kill an hour in helps nobody
+        raise HostMemoryError(f"Cannot quantize {name} with {sch.name} here: {problem[0]}.", fix=problem[1])
 
-    num_calibration_samples = num_calibration_samples or chosen.calibration_samples or DEFAULT_NUM_SAMPLES
-    max_seq_length = max_seq_length or chosen.calibration_seq_len or DEFAULT_MAX_SEQ_LENGTH
-    samples = tokenize_samples(calibration, loaded.tokenizer, num_samples=num_calibration_samples,
-                               max_seq_length=max_seq_length) if chosen.needs_calibration else ()
-    if samples:
-        check_enough(samples, num_samples=num_calibration_samples, max_seq_length=max_seq_length)
-    if samples and calibration is None and not is_embedded(loaded.source):
-        warning = builtin_text_warning(str(loaded.source or name))
-        log.warning("%s", warning)
-        notes.append(warning)
-    job = ProduceJob(model=loaded.model, tokenizer=loaded.tokenizer, scheme=sch, ignore=chosen.ignore,
-                     kv_cache=_producer_kv(chosen), calibration=samples, max_seq_length=max_seq_length,
-                     group_size=chosen.group_size, options={"for_vllm": chosen.for_vllm, "hardware": hw.name})
-    runner.check_job(job, device=_device())
+    steps = progress.current()
+    if chosen.production == "model-free":
+        if not model_is_path:
+            raise PlanOptionError("The plan is model-free (it reads the checkpoint files), but quantize() got a "
+                                  "model object, which may differ from its files.",
+                                  fix="Pass the checkpoint directory, or plan with production='in-memory'.")
+        from quantkit.models.loading import resolve_model_path
+
+        source = resolve_model_path(model)
+        check_source(source)
+        t_load, samples, max_seq_length = 0.0, (), max_seq_length or 0
+        source_name = str(source)
+        mjob = ModelFreeJob(source=source, scheme=sch, ignore=chosen.ignore, group_size=chosen.group_size,
+                            workers=chosen.production_workers, device=_device(),
+                            options={"for_vllm": chosen.for_vllm, "hardware": hw.name})
+
+        def produce(tmp: Path) -> Any:
+            return runner.produce_model_free(mjob, tmp)
+    else:
+        steps.step(f"loading {name}")
+        t0 = time.perf_counter()
+        with steps.library_output():
+            loaded = load_model("embedded" if model is None else model, tokenizer)
+        t_load = time.perf_counter() - t0
+        source, source_name = loaded.source, str(loaded.source or loaded.name)
+
+        num_calibration_samples = num_calibration_samples or chosen.calibration_samples or DEFAULT_NUM_SAMPLES
+        max_seq_length = max_seq_length or chosen.calibration_seq_len or DEFAULT_MAX_SEQ_LENGTH
+        samples = tokenize_samples(calibration, loaded.tokenizer, num_samples=num_calibration_samples,
+                                   max_seq_length=max_seq_length) if chosen.needs_calibration else ()
+        if samples:
+            check_enough(samples, num_samples=num_calibration_samples, max_seq_length=max_seq_length)
+        if samples and calibration is None and not is_embedded(loaded.source):
+            warning = builtin_text_warning(str(loaded.source or name))
+            log.warning("%s", warning)
+            notes.append(warning)
+        job = ProduceJob(model=loaded.model, tokenizer=loaded.tokenizer, scheme=sch, ignore=chosen.ignore,
+                         kv_cache=_producer_kv(chosen), calibration=samples, max_seq_length=max_seq_length,
+                         group_size=chosen.group_size, options={"for_vllm": chosen.for_vllm, "hardware": hw.name})
+        runner.check_job(job, device=_device())
+
+        def produce(tmp: Path) -> Any:
+            return runner.produce(job, tmp)
 
     tmp = atomic.staging_dir(out)
     try:
-        produced = runner.produce(job, tmp)
+        produced = produce(tmp)
         notes.extend(produced.notes)
         timings = {"load_model_s": t_load, **produced.timings}
         manifest = {
@@ -260,8 +295,9 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
             "max_seq_length": max_seq_length if samples else None,
             "calibration": {"source": describe_calibration(calibration) if samples else None,
                             "tokens": sum(len(x) for x in samples)},
-            "source": str(loaded.source or loaded.name),
+            "source": source_name, "production": chosen.production,
             "for_vllm": chosen.for_vllm, "plan": {"rule": chosen.rule, "overrides": list(chosen.overrides),
+                                                  "production_workers": chosen.production_workers,
                                                   "tensor_parallel_size": chosen.tensor_parallel_size,
                                                   "vllm_args": dict(chosen.vllm_args)},
             "versions": _versions(), "notes": notes,
@@ -280,7 +316,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     result = QuantizeResult(
         output_dir=out, scheme=sch.name, backend=runner.name, hardware=hw.name, kv_cache=chosen.kv_cache_dtype,
         group_size=chosen.group_size, ignore=chosen.ignore, num_calibration_samples=len(samples), timings=timings,
-        original_bytes=_safetensors_bytes(loaded.source), quantized_bytes=_safetensors_bytes(out) or 0,
+        original_bytes=_safetensors_bytes(source), quantized_bytes=_safetensors_bytes(out) or 0,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, notes=tuple(notes),
         findings=tuple(findings), plan=chosen,
     )

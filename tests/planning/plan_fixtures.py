@@ -356,22 +356,47 @@ ARCHITECTURES = {
 }
 
 
-def write_checkpoint(directory: Path, config: dict, tensors: Tensors) -> Path:
-    """Write ``config.json`` and a header-only ``model.safetensors`` (real offsets, no tensor data)."""
+def write_checkpoint(directory: Path, config: dict, tensors: Tensors, max_shard_bytes: int | None = None) -> Path:
+    """Write ``config.json`` and a header-only ``model.safetensors`` (real offsets, no tensor data).
+
+    With ``max_shard_bytes``, tensors go into ``model-0000i-of-0000n.safetensors`` shards of at most that many
+    bytes (one bigger tensor gets a shard of its own), with a ``model.safetensors.index.json``, the way
+    transformers' ``save_pretrained(max_shard_size=...)`` splits a checkpoint."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
-    header: dict = {"__metadata__": {"format": "pt"}}
-    offset = 0
+    groups: list[list[tuple[str, str, tuple[int, ...], int]]] = [[]]
+    used = 0
     for name, (dtype, shape) in tensors.items():
         n = _BYTES[dtype]
         for d in shape:
             n *= d
+        if max_shard_bytes is not None and groups[-1] and used + n > max_shard_bytes:
+            groups.append([])
+            used = 0
+        groups[-1].append((name, dtype, shape, n))
+        used += n
+    if max_shard_bytes is None:
+        _write_shard(directory / "model.safetensors", groups[0])
+        return directory
+    weight_map = {}
+    for i, group in enumerate(groups, 1):
+        file = f"model-{i:05d}-of-{len(groups):05d}.safetensors"
+        _write_shard(directory / file, group)
+        weight_map.update({name: file for name, *_ in group})
+    (directory / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}), encoding="utf-8")
+    return directory
+
+
+def _write_shard(path: Path, group: list[tuple[str, str, tuple[int, ...], int]]) -> None:
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, dtype, shape, n in group:
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
-    with (directory / "model.safetensors").open("wb") as fh:
+    with path.open("wb") as fh:
         fh.write(struct.pack("<Q", len(raw)))
         fh.write(raw)
         fh.truncate(8 + len(raw) + offset)  # a sparse payload: the real file size, no bytes on disk
-    return directory

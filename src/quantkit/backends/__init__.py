@@ -7,6 +7,7 @@ imports torch, llm-compressor or ModelOpt.
 from quantkit.backends.base import (
     Backend,
     BackendSupport,
+    ModelFreeJob,
     ProduceJob,
     ProduceResult,
     SupportQuery,
@@ -18,5 +19,5 @@ from quantkit.backends.base import (
     unregister_backend,
 )
 
-__all__ = ["Backend", "BackendSupport", "ProduceJob", "ProduceResult", "SupportQuery", "all_backends", "backend_names",
-           "backends_for", "get_backend", "register_backend", "unregister_backend"]
+__all__ = ["Backend", "BackendSupport", "ModelFreeJob", "ProduceJob", "ProduceResult", "SupportQuery", "all_backends",
+           "backend_names", "backends_for", "get_backend", "register_backend", "unregister_backend"]

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from quantkit.errors import MissingDependencyError, QuantkitError, UnknownNameError
+from quantkit.errors import (
+    MissingDependencyError,
+    QuantkitError,
+    UnknownNameError,
+    UnsupportedSchemeError,
+)
 from quantkit.hardware import Hardware
 from quantkit.schemes import Scheme
 
@@ -64,6 +69,24 @@ class ProduceJob:
     calibration: tuple[tuple[int, ...], ...]
     max_seq_length: int
     group_size: int | None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelFreeJob:
+    """Everything a backend needs to quantize a checkpoint directory shard by shard, without loading the model.
+
+    ``source`` is the checkpoint directory (``config.json``, tokenizer files, ``*.safetensors``); ``ignore``
+    uses its module names; ``workers`` shard jobs run at once on ``device`` (``"cuda"`` or ``"cpu"``). Every
+    field comes from the :class:`~quantkit.planning.planner.Plan` (``production="model-free"``).
+    """
+
+    source: Path
+    scheme: Scheme
+    ignore: tuple[str, ...]
+    group_size: int | None
+    workers: int
+    device: str
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -116,6 +139,17 @@ class Backend(ABC):
     @abstractmethod
     def produce(self, job: ProduceJob, out_dir: Path) -> ProduceResult:
         """Quantize ``job.model`` and save a checkpoint (weights, config, tokenizer) into ``out_dir``."""
+
+    def model_free_support(self, scheme: Scheme) -> BackendSupport:
+        """Whether this backend can produce ``scheme`` from the checkpoint files, shard by shard, without
+        instantiating the model (the planner's ``production="model-free"``); no by default."""
+        return BackendSupport(False, f"the {self.name} backend has no model-free path")
+
+    def produce_model_free(self, job: ModelFreeJob, out_dir: Path) -> ProduceResult:
+        """Quantize the checkpoint at ``job.source`` shard by shard into ``out_dir`` (weights, index, config,
+        tokenizer), for a backend whose :meth:`model_free_support` says yes."""
+        raise UnsupportedSchemeError(f"The {self.name} backend has no model-free path.",
+                                     fix="Use production='in-memory'.")
 
 
 _REGISTRY: dict[str, type[Backend]] = {}

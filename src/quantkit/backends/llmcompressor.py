@@ -6,6 +6,10 @@ Recipes per scheme (see ``LlmCompressorRecipe`` in the scheme table):
 - ``gptq``: ``GPTQModifier`` (W4A16, W4A8).
 - ``smoothquant+gptq``: ``SmoothQuantModifier(0.8)`` then ``GPTQModifier`` (W8A8 INT8).
 - ``awq``: ``AWQModifier`` then ``QuantizationModifier`` (W4A16 asymmetric).
+
+The data-free ``rtn`` schemes also have a model-free path (:meth:`LlmCompressorBackend.produce_model_free`):
+llm-compressor's ``model_free_ptq`` reads, quantizes and writes one safetensors shard at a time without
+building the model, for checkpoints bigger than host RAM.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from quantkit import progress
-from quantkit.backends.base import Backend, BackendSupport, ProduceJob, ProduceResult, SupportQuery, register_backend
+from quantkit.backends.base import (
+    Backend,
+    BackendSupport,
+    ModelFreeJob,
+    ProduceJob,
+    ProduceResult,
+    SupportQuery,
+    register_backend,
+)
 from quantkit.errors import BackendError, UnsupportedSchemeError
 from quantkit.schemes import Scheme
 
@@ -63,11 +75,11 @@ class LlmCompressorBackend(Backend):
             raise UnsupportedSchemeError(f"llm-compressor has no recipe for {job.scheme.name}.",
                                          fix="Use backend='modelopt' or another scheme.")
 
-    def _config_groups(self, job: ProduceJob) -> dict[str, Any]:
+    def _config_groups(self, job: ProduceJob | ModelFreeJob) -> dict[str, Any]:
         from compressed_tensors.quantization import preset_name_to_scheme
 
         recipe = job.scheme.llmcompressor
-        assert recipe is not None  # checked by check_job
+        assert recipe is not None  # checked by check_job / model_free_support
         qscheme = preset_name_to_scheme(recipe.preset, ["Linear"])
         if job.group_size is not None and qscheme.weights is not None and qscheme.weights.group_size:
             qscheme.weights.group_size = job.group_size
@@ -75,7 +87,10 @@ class LlmCompressorBackend(Backend):
 
     def recipe(self, job: ProduceJob) -> list[Any]:
         """The llm-compressor modifiers for ``job`` (public so benchmarks can run the same recipe raw)."""
-        from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+        from llmcompressor.modifiers.quantization import (
+            GPTQModifier,
+            QuantizationModifier,
+        )
         from llmcompressor.modifiers.transform import AWQModifier, SmoothQuantModifier
 
         recipe = job.scheme.llmcompressor
@@ -133,6 +148,80 @@ class LlmCompressorBackend(Backend):
             job.tokenizer.save_pretrained(out_dir)
         result.timings["save_s"] = time.perf_counter() - t1
         return result
+
+
+    def model_free_support(self, scheme: Scheme) -> BackendSupport:
+        rec = scheme.llmcompressor
+        if rec is None:
+            return BackendSupport(False, f"llm-compressor has no recipe for {scheme.name}")
+        # model_free_ptq quantizes weights only and refuses static activation scales ("Model Free PTQ cannot
+        # calibrate activations"); GPTQ/AWQ/SmoothQuant need the model's forward pass
+        if scheme.needs_calibration or rec.algorithm != "rtn":
+            return BackendSupport(False, f"{scheme.name} is calibrated ({rec.algorithm} with data): model_free_ptq "
+                                         "only does data-free round-to-nearest weight schemes")
+        return BackendSupport(True, f"llm-compressor model_free_ptq ({rec.preset}, data-free) quantizes it shard "
+                                    "by shard")
+
+    def produce_model_free(self, job: ModelFreeJob, out_dir: Path) -> ProduceResult:
+        """Run llm-compressor's ``model_free_ptq`` from ``job.source`` into ``out_dir``.
+
+        ``model_free_ptq`` copies every other file of the checkpoint (config, tokenizer, generation config),
+        writes one output shard per source shard under the same name, rewrites the index and adds the
+        ``quantization_config`` to ``config.json``. It has no resume: all shards run in one call, with no way to
+        skip finished ones (``_process_shard`` is private), so a killed run starts again from the first shard;
+        its staging directory is swept by the next run (``checkpoint/atomic.py``), never published.
+        """
+        import torch
+        from compressed_tensors.quantization import (
+            QuantizationConfig,
+            QuantizationStatus,
+        )
+        from llmcompressor.entrypoints.model_free import model_free_ptq
+
+        result = ProduceResult()
+        ignore = [*job.ignore, *model_free_extra_ignore(job.source, job.ignore)]
+        config = QuantizationConfig(config_groups=self._config_groups(job), ignore=ignore,
+                                    quantization_status=QuantizationStatus.INITIALIZED)
+        device: str | list[str] = ([f"cuda:{i}" for i in range(torch.cuda.device_count())]
+                                   if job.device == "cuda" and torch.cuda.is_available() else "cpu")
+        log.info("quantizing %s model-free (shard by shard, %d worker(s) on %s)", job.scheme.name, job.workers,
+                 device)
+        progress.current().step(f"quantizing {job.source.name} shard by shard (model-free)")
+        t0 = time.perf_counter()
+        try:
+            with _library_output():
+                model_free_ptq(str(job.source), str(out_dir), config=config, max_workers=job.workers,
+                               device=device)
+        except Exception as exc:  # translate at the boundary, keep the cause
+            raise BackendError(f"llm-compressor model_free_ptq failed on {job.scheme.name}: "
+                               f"{type(exc).__name__}: {exc}",
+                               fix="See the chained exception; production='in-memory' quantizes through the "
+                                   "model instead.") from exc
+        result.timings["quantize_s"] = time.perf_counter() - t0
+        return result
+
+
+def model_free_extra_ignore(source: Path, ignore: tuple[str, ...] | list[str]) -> list[str]:
+    """Modules model_free_ptq must be told to skip that the in-memory path skips by type.
+
+    Without a model, compressed-tensors takes every ``*.weight`` of a module whose name does not end in
+    ``norm`` for a Linear (``match_quantizable_tensors``): an embedding would be quantized, and a 1-D or 4-D
+    weight (``ln_1``, a vision conv) makes it raise. The in-memory path targets ``Linear`` modules only; these
+    are the weights of this checkpoint outside quantkit's Linear list (:func:`checkpoint_module_names`) that the
+    plan's ignore list does not already cover.
+    """
+    from quantkit.checkpoint.reader import CheckpointView
+    from quantkit.planning.ignore import checkpoint_module_names, ignore_matcher
+
+    view = CheckpointView(source)
+    try:
+        tensors = view.tensors
+    finally:
+        view.close()
+    linear = set(checkpoint_module_names(tensors))
+    ignored = ignore_matcher(ignore)
+    out = {name[: -len(".weight")] for name in tensors if name.endswith(".weight")}
+    return sorted(m for m in out if m not in linear and not m.endswith("norm") and not ignored(m))
 
 
 class OneshotSteps:

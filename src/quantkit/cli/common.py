@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from quantkit.errors import EnvironmentNotFoundError, QuantkitError
+from quantkit.planning.production import PRODUCTION_CHOICES
 from quantkit.serve.command import QUANTKIT_ONLY_ENV, vllm_serve_line
+
+#: ``--path`` of ``quantkit plan`` / ``quantize`` (the names come from planning/production.py)
+PATH_HELP = (f"Production path: {', '.join(PRODUCTION_CHOICES)}. 'model-free' quantizes shard by shard without "
+             "loading the model (data-free schemes); 'auto' takes it when the model does not fit host RAM.")
 
 if TYPE_CHECKING:
     from quantkit.serve.engine import ServePlan

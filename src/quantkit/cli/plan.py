@@ -7,6 +7,7 @@ import json
 import typer
 
 from quantkit.cli import app
+from quantkit.cli.common import PATH_HELP
 from quantkit.hardware import HARDWARE
 from quantkit.planning.rules import SELECTION_RULES, WORKLOADS, explain_rule
 from quantkit.schemes import KV_CACHE_DTYPES
@@ -35,6 +36,7 @@ def plan_command(
                                            help="Prefer GPTQ W4A16 over W4A4, and 8-bit unless memory needs 4-bit."),
     online: bool = typer.Option(False, "--online", help="Plan online FP8: vLLM quantizes the 16-bit checkpoint "
                                                         "at load (no producer)."),
+    path: str = typer.Option("auto", "--path", help=PATH_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     rules: bool = typer.Option(False, "--rules", help="Print the selection rules, in the order they are tried."),
 ) -> None:
@@ -48,5 +50,5 @@ def plan_command(
     result = plan(model, hardware, scheme=scheme, backend=backend, group_size=group_size, ignore=tuple(ignore or ()),
                   for_vllm=not not_for_vllm, workload=workload, kv_cache=kv_cache, max_model_len=max_model_len,
                   concurrency=concurrency, tensor_parallel_size=tensor_parallel_size, gpus=gpus, nodes=nodes,
-                  accuracy_critical=accuracy_critical, online=online)
+                  accuracy_critical=accuracy_critical, online=online, production=path)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))

@@ -9,7 +9,14 @@ from typing import Any
 import typer
 
 from quantkit.cli import INTERRUPTED, app
-from quantkit.cli.common import json_errors, load_call, run_log_path, vllm_serve_command, work_output_to_stderr
+from quantkit.cli.common import (
+    PATH_HELP,
+    json_errors,
+    load_call,
+    run_log_path,
+    vllm_serve_command,
+    work_output_to_stderr,
+)
 from quantkit.errors import QuantkitError
 
 
@@ -35,6 +42,7 @@ def quantize_command(
     group_size: int = typer.Option(None, "--group-size", min=1, help="Force a 4-bit group size."),
     ignore: list[str] = typer.Option(None, "--ignore", help="Extra module name or 're:' pattern to keep 16-bit; "
                                                             "repeatable (lm_head, MoE routers... are added anyway)."),
+    path: str = typer.Option("auto", "--path", help=PATH_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     not_for_vllm: bool = typer.Option(False, "--not-for-vllm", help="Allow exports vLLM cannot load."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
@@ -58,7 +66,7 @@ def quantize_command(
                 res = quantize(model, scheme, hardware=hardware, output_dir=output_dir, backend=backend,
                                kv_cache=kv_cache, calibration=calibration, num_calibration_samples=num_samples,
                                max_seq_length=seq_len, group_size=group_size, ignore=tuple(ignore or ()),
-                               overwrite=overwrite, for_vllm=not not_for_vllm)
+                               overwrite=overwrite, for_vllm=not not_for_vllm, production=path)
             typer.echo(f"log of the libraries' output: {prog.log_path}", err=True)
     except KeyboardInterrupt:
         # quantize() removes its staging directory on the way out; the output is renamed into place only

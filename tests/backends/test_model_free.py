@@ -1,0 +1,119 @@
+"""The model-free production path (issue 14): llm-compressor's model_free_ptq quantizes a real sharded
+checkpoint shard by shard into quantkit's staging directory; the result is validated, published atomically,
+sharded like its source, and holds the same tensors as the in-memory path's checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from quantkit import hardware, plan, quantize, validate
+from quantkit.errors import BackendError, PlanOptionError
+
+INDEX = "model.safetensors.index.json"
+
+
+@pytest.fixture(scope="module")
+def sharded_llama(tmp_path_factory: pytest.TempPathFactory, embedded_path: Path) -> Path:
+    """A 2-layer random Llama in 50 KB shards (embeddings, lm_head and the layers in 6 files), with the embedded
+    model's tokenizer: q/k/v and gate/up of one layer land in different shards."""
+    torch = pytest.importorskip("torch")
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_path)
+    cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                               tie_word_embeddings=False)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("sharded-llama") / "tiny-llama"
+    AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(out, max_shard_size="50KB")
+    tok.save_pretrained(out)
+    assert len(list(out.glob("*.safetensors"))) >= 2
+    return out
+
+
+def _tensors(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    out = {}
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(f, "pt") as fh:
+            out.update({k: fh.get_tensor(k) for k in fh.keys()})  # noqa: SIM118 - safe_open is not a dict
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["fp8-dynamic", "nvfp4a16"])
+def test_model_free_matches_the_in_memory_checkpoint(scheme: str, sharded_llama: Path, tmp_path: Path) -> None:
+    free = quantize(sharded_llama, scheme, hardware="h100", output_dir=tmp_path / "free", production="model-free")
+    mem = quantize(sharded_llama, scheme, hardware="h100", output_dir=tmp_path / "mem", production="in-memory")
+    out = free.output_dir
+    assert free.plan is not None and free.plan.production == "model-free"
+    assert validate(out, hardware="h100").ok
+    # sharded like the source: the same shard files, an index naming every tensor
+    src_shards = sorted(p.name for p in sharded_llama.glob("*.safetensors"))
+    assert sorted(p.name for p in out.glob("*.safetensors")) == src_shards
+    index = json.loads((out / INDEX).read_text())
+    tensors = _tensors(out)
+    assert set(index["weight_map"]) == set(tensors) and set(index["weight_map"].values()) == set(src_shards)
+    # model_free_ptq copied the tokenizer and wrote the quantization config
+    assert (out / "tokenizer.json").is_file() and (out / "tokenizer_config.json").is_file()
+    qcfg = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qcfg["quant_method"] == "compressed-tensors" and qcfg["quantization_status"] == "compressed"
+    assert "lm_head" in qcfg["ignore"] and "model.embed_tokens" in qcfg["ignore"]
+    manifest = json.loads((out / "quantkit.json").read_text())
+    assert manifest["production"] == "model-free" and manifest["num_calibration_samples"] == 0
+    # the same checkpoint as the in-memory path: names, dtypes, shapes and values
+    ref = _tensors(mem.output_dir)
+    assert set(tensors) == set(ref)
+    for name, t in tensors.items():
+        assert (t.dtype, tuple(t.shape)) == (ref[name].dtype, tuple(ref[name].shape)), name
+        assert t.float().sub(ref[name].float()).abs().max().item() == 0, name
+    ref_cfg = json.loads((mem.output_dir / "config.json").read_text())["quantization_config"]
+    assert qcfg["config_groups"]["group_0"]["weights"] | {"observer": None} == \
+        ref_cfg["config_groups"]["group_0"]["weights"] | {"observer": None}
+    assert qcfg["format"] == ref_cfg["format"]
+
+
+def test_auto_goes_model_free_when_host_ram_is_short(sharded_llama: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # in-memory plans the libraries' 2 GiB on top of the weights: more than 75% of 2.5 GiB; model-free fits
+    monkeypatch.setattr(hardware, "host_memory_bytes", lambda: int(2.5 * 2**30))
+    res = quantize(sharded_llama, "fp8-dynamic", hardware="h100", output_dir=tmp_path / "out")
+    assert res.plan is not None and res.plan.production == "model-free", res.plan.production_reason
+    assert json.loads((res.output_dir / "quantkit.json").read_text())["production"] == "model-free"
+
+
+def test_a_calibrated_scheme_cannot_go_model_free(sharded_llama: Path, tmp_path: Path) -> None:
+    with pytest.raises(PlanOptionError, match="w8a8-int8 needs calibration data"):
+        quantize(sharded_llama, "w8a8-int8", hardware="h100", output_dir=tmp_path / "out", production="model-free")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_model_object_is_never_read_from_its_files(sharded_llama: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(sharded_llama, dtype=torch.bfloat16)
+    with pytest.raises(PlanOptionError, match="object in memory"):
+        plan(model, "h100", scheme="fp8-dynamic", production="model-free")
+
+
+def test_a_crash_mid_run_publishes_nothing(sharded_llama: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """model_free_ptq has no resume: a failed run leaves no output and no staging directory (a killed one
+    leaves a staging directory the next run sweeps); nothing half-written looks like a checkpoint."""
+    import llmcompressor.entrypoints.model_free as mf
+
+    def crash(model_stub: str, save_directory: str, **kwargs: Any) -> None:
+        first = sorted(Path(model_stub).glob("*.safetensors"))[0]
+        (Path(save_directory) / first.name).write_bytes(first.read_bytes()[:100])  # a shard cut short
+        raise RuntimeError("worker died")
+
+    monkeypatch.setattr(mf, "model_free_ptq", crash)
+    with pytest.raises(BackendError, match="worker died") as exc:
+        quantize(sharded_llama, "fp8-dynamic", hardware="h100", output_dir=tmp_path / "out", production="model-free")
+    assert isinstance(exc.value.__cause__, RuntimeError)
+    assert not list(tmp_path.iterdir())
