@@ -518,10 +518,11 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         rule_reason = (f"{hw.description}: rule {rule.id} ({rule.condition()}) picks {sch.name}: {rule.why}"
                        + (f" [{rule.upstream}]" if rule.upstream else ""))
 
+    producer_device = device or _local_device()
     if online_sup is not None:
         backend_name, backend_reason, backend_others = ONLINE_BACKEND, "no producer: vLLM quantizes at load", []
     else:
-        query = SupportQuery(sch, hw, device or _local_device(), for_vllm, traits.tied_embeddings)
+        query = SupportQuery(sch, hw, producer_device, for_vllm, traits.tied_embeddings)
         backend_name, backend_reason, backend_others = choose_backend(query, backend)
     kv, kv_reasons, kv_warnings = plan_kv_cache_dtype(traits, hw, workload=workload, requested=kv_cache,
                                                       sparse_mla=is_sparse_mla(config))
@@ -605,7 +606,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
     prod = _production(production, view=view, from_object=hasattr(model, "named_parameters"), scheme=sch, kv=kv,
                        backend_name=backend_name,
                        quantized_bytes=chosen.weight_bytes, unquantized_bytes=inventory.unquantized_bytes,
-                       device=query.device)
+                       device=producer_device)
     reasons.append(f"production: {prod.reason}")
     if not prod.fits and not hasattr(model, "named_parameters"):  # a model object is in memory already
         warnings.append(_host_memory_warning(prod))
@@ -670,6 +671,12 @@ def model_free_schemes(backend: str | None = None) -> list[str]:
 def _production(requested: str, *, view: Any, from_object: bool, scheme: Scheme, kv: str, backend_name: str,
                 quantized_bytes: int, unquantized_bytes: int, device: str) -> ProductionChoice:
     """The production path (planning/production.py), after checking a requested model-free path can run."""
+    if backend_name == ONLINE_BACKEND:  # nothing is produced: vLLM quantizes at load
+        if requested == "model-free":
+            raise PlanOptionError("production='model-free' cannot run for an online plan: no producer runs.",
+                                  fix="Drop online=True to produce a checkpoint, or drop production=.")
+        return ProductionChoice("none", "none: vLLM quantizes the 16-bit checkpoint at load (online plan)", 0, (),
+                                _hardware.host_memory_bytes(), blocked="no producer runs")
     shards = shard_bytes(view.tensors) if isinstance(view, CheckpointView) else {}
     blocked = ""
     if from_object or not isinstance(view, CheckpointView):

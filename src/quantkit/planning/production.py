@@ -87,7 +87,7 @@ class ProductionChoice:
     @property
     def fits(self) -> bool:
         """Whether the chosen path fits this host's RAM at all (unknown RAM: assumed to)."""
-        return not self.host_bytes or self.need.bytes <= self.host_bytes
+        return not self.host_bytes or not self.needs or self.need.bytes <= self.host_bytes
 
 
 def shard_bytes(tensors: Mapping[str, Any]) -> dict[str, int]:
