@@ -23,7 +23,13 @@ if TYPE_CHECKING:  # pragma: no cover
     import vllm
 
 from quantkit.checkpoint.reader import CheckpointView
-from quantkit.errors import MissingDependencyError, ScriptGuardError, ServeError, UnsupportedSchemeError
+from quantkit.errors import (
+    MissingDependencyError,
+    ParallelismError,
+    ScriptGuardError,
+    ServeError,
+    UnsupportedSchemeError,
+)
 from quantkit.hardware import Hardware, HardwareName, default_hardware, get_hardware
 from quantkit.planning.architectures import is_mla, text_config
 from quantkit.planning.kv import (
@@ -36,7 +42,13 @@ from quantkit.planning.kv import (
     with_sidecar_quant_config,
 )
 from quantkit.schemes import KvCacheDtype, check_kv_cache
-from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS, KV_CACHE_DTYPE_FACTS, modelopt_method
+from quantkit.vllm_facts import (
+    CPU_ENGINE_DEFAULTS,
+    CPU_ENV_DEFAULTS,
+    KV_CACHE_DTYPE_FACTS,
+    PARALLEL_RULES,
+    modelopt_method,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +117,7 @@ def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_c
     view = CheckpointView(path)
     hw = get_hardware(hardware) if hardware is not None else default_hardware()
     config = with_sidecar_quant_config(view.config, view.hf_quant_config)
+    _check_parallel(view, engine_args)
     kv, why, warnings = choose_kv_cache_dtype(config, hw)
     if hw.assumed:
         warnings = [f"[hardware] {hw.assumed}", *warnings]
@@ -155,6 +168,27 @@ def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_c
     if online is not None:
         args["quantization"] = online
     return ServePlan(detect_quant_method(view) or online, kv, why, args, env, hw.name, tuple(warnings), online)
+
+
+def _check_parallel(view: CheckpointView, engine_args: Mapping[str, Any]) -> None:
+    """A TP/PP size vLLM would refuse for this checkpoint (heads, KV heads, row-parallel inputs, layers per
+    stage: ``vllm_facts.PARALLEL_RULES``) is a ParallelismError here, with the sizes that work, before vLLM
+    starts (vLLM's own message is a pydantic ValidationError from its engine process)."""
+    from quantkit.planning.parallel import shard_problems, valid_tp_sizes
+
+    tp = int(engine_args.get("tensor_parallel_size") or 1)
+    pp = int(engine_args.get("pipeline_parallel_size") or 1)
+    if tp * pp == 1:
+        return
+    problems = [p for p in shard_problems(view.config, view.tensors, tp, pp=pp) if p.severity == "error"]
+    if problems:
+        valid = valid_tp_sizes(lambda t: [p for p in shard_problems(view.config, view.tensors, t, pp=pp)
+                                          if p.severity == "error"], max(tp, 8))
+        first = problems[0]
+        raise ParallelismError(
+            f"TP {tp}" + (f" x PP {pp}" if pp > 1 else "") + " cannot shard this checkpoint: "
+            + "; ".join(p.render() for p in problems) + f" (vLLM: {PARALLEL_RULES[first.rule].upstream}).",
+            fix=f"{PARALLEL_RULES[first.rule].fix} TP sizes that pass here: {', '.join(map(str, valid)) or 'none'}.")
 
 
 def cpu_rank_binding(ranks: int) -> str:
