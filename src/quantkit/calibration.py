@@ -44,6 +44,21 @@ def default_eval_text() -> str:
     return shipped_text(EVAL_FILE)
 
 
+def _jsonl_objects(path: Path) -> list[tuple[str, Any]]:
+    """``("NAME line N", object)`` for every non-blank line of a JSONL file; a line that is not JSON is one
+    clear error naming it."""
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((f"{path.name} line {n}", json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise CalibrationDataError(f"{path.name} line {n} is not JSON ({e.msg}).",
+                                       fix="Write one JSON object per line.") from None
+    return out
+
+
 def eval_text(source: str | Path | None = None) -> str:
     """Held-out text to score perplexity on: a ``.txt`` file, a ``.jsonl`` of ``{"text": ...}`` rows (joined
     by blank lines), or None for the shipped *Hamlet*. Keep it out of the calibration data."""
@@ -57,16 +72,9 @@ def eval_text(source: str | Path | None = None) -> str:
         text = path.read_text(encoding="utf-8")
     else:
         rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CalibrationDataError(f"{path.name} line {n} is not JSON ({e.msg}).",
-                                           fix="Write one JSON object per line.") from None
+        for where, obj in _jsonl_objects(path):
             if not isinstance(obj, dict) or "text" not in obj:
-                raise CalibrationDataError(f"{path.name} line {n} has no 'text' field.",
+                raise CalibrationDataError(f"{where} has no 'text' field.",
                                            fix='Evaluation rows are {"text": ...} objects.')
             rows.append(str(obj["text"]))
         text = "\n\n".join(rows)
@@ -155,16 +163,7 @@ def _texts_from(calibration: Any) -> list[str | Chat] | list[list[int]]:
                                        fix="Pass a list of strings or chats, a datasets.Dataset, or an existing "
                                            ".txt/.jsonl.")
         if path.suffix == ".jsonl":
-            rows: list[str | Chat] = []
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise CalibrationDataError(f"{path.name} line {n} is not JSON ({e.msg}).",
-                                               fix="Write one JSON object per line.") from None
-                rows.append(_row(obj, f"{path.name} line {n}"))
+            rows: list[str | Chat] = [_row(obj, where) for where, obj in _jsonl_objects(path)]
             if not rows:
                 raise CalibrationDataError(f"{path.name} has no rows.", fix="Write at least one JSON line.")
             return rows
