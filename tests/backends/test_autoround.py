@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_models import save_tiny_llama
 
 from quantkit import plan, quantize, validate
 from quantkit.schemes import get_scheme
@@ -23,17 +24,7 @@ def test_autoround_is_w4a16_format_with_its_own_recipe(embedded_path: Path) -> N
 
 @pytest.mark.slow
 def test_autoround_produces_a_checkpoint_vllm_loads(tmp_path: Path, embedded_path: Path) -> None:
-    torch = pytest.importorskip("torch")
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(embedded_path)
-    cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                               tie_word_embeddings=False)
-    torch.manual_seed(0)
-    src = tmp_path / "src"
-    AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(src)
-    tok.save_pretrained(src)
+    src = save_tiny_llama(tmp_path / "src", embedded_path)
     res = quantize(src, "w4a16-autoround", hardware="h100", output_dir=tmp_path / "q", num_calibration_samples=8,
                    max_seq_length=64)
     assert "AutoRoundModifier" in (res.output_dir / "recipe.yaml").read_text()

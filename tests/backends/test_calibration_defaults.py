@@ -7,24 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny_models import save_tiny_llama
 
 from quantkit import quantize
 
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory, embedded_path: Path) -> Path:
-    torch = pytest.importorskip("torch")
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(embedded_path)
-    cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                               tie_word_embeddings=False)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), embedded_path)
 
 
 def test_builtin_text_on_a_real_model_warns_and_is_recorded(tiny_llama: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_models import save_tiny_llama
 
 from quantkit import hardware, plan, quantize, validate
 from quantkit.errors import BackendError, PlanOptionError
@@ -20,17 +21,8 @@ INDEX = "model.safetensors.index.json"
 def sharded_llama(tmp_path_factory: pytest.TempPathFactory, embedded_path: Path) -> Path:
     """A 2-layer random Llama in 50 KB shards (embeddings, lm_head and the layers in 6 files), with the embedded
     model's tokenizer: q/k/v and gate/up of one layer land in different shards."""
-    torch = pytest.importorskip("torch")
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(embedded_path)
-    cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                               tie_word_embeddings=False)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("sharded-llama") / "tiny-llama"
-    AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(out, max_shard_size="50KB")
-    tok.save_pretrained(out)
+    out = save_tiny_llama(tmp_path_factory.mktemp("sharded-llama") / "tiny-llama", embedded_path,
+                          max_shard_size="50KB")
     assert len(list(out.glob("*.safetensors"))) >= 2
     return out
 
