@@ -138,3 +138,12 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
         return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
     except (OSError, ValueError):
         return None
+
+
+#: the calibration budget options of `quantize` and `roundtrip` (None: the plan's figures)
+NUM_SAMPLES_OPTION = typer.Option(
+    None, "--num-samples", min=1,
+    help="Calibration samples (default: the plan's; 512 for real models, 32 for the embedded demo).")
+SEQ_LEN_OPTION = typer.Option(
+    None, "--seq-len", min=8,
+    help="Tokens per calibration sample (default: the plan's; 2048 llm-compressor, 512 ModelOpt, 256 demo).")

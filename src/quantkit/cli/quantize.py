@@ -10,7 +10,9 @@ import typer
 
 from quantkit.cli import INTERRUPTED, app
 from quantkit.cli.common import (
+    NUM_SAMPLES_OPTION,
     PATH_HELP,
+    SEQ_LEN_OPTION,
     json_errors,
     load_call,
     run_log_path,
@@ -33,12 +35,8 @@ def quantize_command(
     calibration: Path = typer.Option(None, "--calibration",
                                      help=".txt, or .jsonl of {\"text\"} / chat {\"messages\"} rows; "
                                           "default: the shipped Macbeth/Julius Caesar."),
-    num_samples: int | None = typer.Option(
-        None, "--num-samples", min=1,
-        help="Calibration samples (default: the plan's; 512 for real models, 32 for the embedded demo)."),
-    seq_len: int | None = typer.Option(
-        None, "--seq-len", min=8,
-        help="Tokens per calibration sample (default: the plan's; 2048 llm-compressor, 512 ModelOpt, 256 demo)."),
+    num_samples: int | None = NUM_SAMPLES_OPTION,
+    seq_len: int | None = SEQ_LEN_OPTION,
     group_size: int = typer.Option(None, "--group-size", min=1, help="Force a 4-bit group size."),
     ignore: list[str] = typer.Option(None, "--ignore", help="Extra module name or 're:' pattern to keep 16-bit; "
                                                             "repeatable (lm_head, MoE routers... are added anyway)."),

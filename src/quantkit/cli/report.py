@@ -15,8 +15,12 @@ from typing import Any
 import typer
 
 from quantkit.cli import app
-from quantkit.cli.common import json_errors, work_output_to_stderr
-
+from quantkit.cli.common import (
+    NUM_SAMPLES_OPTION,
+    SEQ_LEN_OPTION,
+    json_errors,
+    work_output_to_stderr,
+)
 
 EVAL_HELP = ("Held-out text for perplexity: .txt, or .jsonl of {\"text\": ...} rows (default: the shipped "
              "Hamlet). Keep it out of the calibration data.")
@@ -71,12 +75,8 @@ def roundtrip_command(
                                  help="Serving target; default: the local GPU, else cpu (vLLM runs here)."),
     output_root: Path = typer.Option(Path("runs/roundtrip"), "--output-root", "-o", help="Checkpoints and report."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing checkpoints under --output-root."),
-    num_samples: int | None = typer.Option(
-        None, "--num-samples", min=1,
-        help="Calibration samples (default: the plan's; 512 for real models, 32 for the embedded demo)."),
-    seq_len: int | None = typer.Option(
-        None, "--seq-len", min=8,
-        help="Tokens per calibration sample (default: the plan's; 2048 llm-compressor, 512 ModelOpt, 256 demo)."),
+    num_samples: int | None = NUM_SAMPLES_OPTION,
+    seq_len: int | None = SEQ_LEN_OPTION,
     kv_cache: str = typer.Option(None, "--kv-cache", help="'fp8' to add a calibrated FP8 KV cache to every scheme."),
     eval_tokens: int = typer.Option(4096, "--eval-tokens", min=16, help="Held-out tokens scored."),
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure decode tokens/s."),
