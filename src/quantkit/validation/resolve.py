@@ -111,6 +111,8 @@ def resolve_group(group: Group, global_format: str | None) -> Resolved | str:
         qk = None
         if w.num_bits == 4:
             qk = "w4a16" if w.symmetric else "w4a16-awq"
+        elif w.num_bits == 8 and w.symmetric:
+            qk = "w8a16"
         return Resolved("CompressedTensorsWNA16", qk, "ct-packed", w.num_bits,
                         w.group_size if w.strategy == "group" else None, weight_only=True,
                         symmetric=w.symmetric, weight_strategy=w.strategy)
