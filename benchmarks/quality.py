@@ -1,7 +1,8 @@
 """Quality of every algorithm quantkit offers on the embedded model, in one run: same calibration, same
 held-out text, same evaluation code path.
 
-For each scheme (default: round-to-nearest W4A16 as the reference, GPTQ, AutoRound, AWQ, W4A8, W8A8, FP8) it
+For each scheme (default: round-to-nearest W4A16 as the reference, GPTQ, AutoRound, AWQ, W4A8, NVFP4A16, MXFP4A16,
+W8A16, W8A8, FP8) it
 quantizes the embedded SmolLM2-135M with ``quantkit.quantize`` (llm-compressor), scores perplexity on the
 held-out Hamlet through transformers (compressed-tensors decompresses on load; the same windowing as vLLM's
 figure), and prints quantize time, peak RSS, checkpoint size, the rise over the original and that rise divided
@@ -63,7 +64,8 @@ def _run(code: str, *args: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--schemes", nargs="+", default=["rtn", "w4a16", "w4a16-autoround", "w4a16-awq", "w4a8-int",
-                                                     "w8a8-int8", "fp8-dynamic"])
+                                                     "nvfp4a16", "mxfp4a16", "w8a16", "w8a8-int8",
+                                                     "fp8-dynamic"])
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=256)
     args = ap.parse_args()
