@@ -143,7 +143,7 @@ def gpt_oss(cfg: Mapping[str, Any], layout: Mapping[str, Any]) -> Tensors:
     experts stored as MXFP4 ``*_blocks`` (U8, 16 bytes = 32 values per block) + ``*_scales`` (U8 E8M0, one per
     block) with BF16 biases -- the names in the published model.safetensors.index.json."""
     c, h = cfg, cfg["hidden_size"]
-    e, inter, hd = c["num_local_experts"], c["intermediate_size"], c["head_dim"]
+    e, inter = c["num_local_experts"], c["intermediate_size"]
     t: Tensors = {}
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}"

@@ -46,3 +46,17 @@ def test_verdict(rid: str, tmp_path: Path):
     assert set(rec["expect"]["warnings"]) <= warned, [str(f) for f in report.findings]
     assert report.ok is not bool(rec["expect"]["errors"])
     assert report.stats["tensor_bytes_read"] <= 4096, "header-only (plus NVFP4 global-scale scalars)"
+
+
+def test_build_script_writes_a_checkpoint_from_the_command_line(tmp_path: Path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(Path(build.__file__)), str(tmp_path), "deepseek-v3-fp8"],
+                         capture_output=True, text=True, check=True).stdout
+    ckpt = tmp_path / "deepseek-v3-fp8"
+    assert str(ckpt) in out and (ckpt / "model.safetensors.index.json").is_file()
+    # sparse data regions: 3 + 1 DeepSeek-V3 layers are ~9 GB of logical size and a few hundred KB on disk
+    size = sum(f.stat().st_size for f in ckpt.glob("*.safetensors"))
+    used = sum(f.stat().st_blocks * 512 for f in ckpt.glob("*.safetensors"))
+    assert size > 8 * 2**30 and used < 4 * 2**20, (size, used)
