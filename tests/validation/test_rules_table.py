@@ -41,7 +41,7 @@ def test_a_check_for_an_unknown_or_taken_rule_is_refused():
 def test_every_rule_says_what_why_and_fix():
     for r in RULES.values():
         assert r.title and r.what and r.why and r.fix, r.id
-        if r.number <= 17:
+        if r.id != "validator-internal":  # every real rule cites the upstream issue or vLLM code behind it
             assert r.upstream, r.id
 
 

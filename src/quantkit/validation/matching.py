@@ -11,7 +11,7 @@ vLLM looks at its own layers, not the checkpoint's: on-disk shards ``q_proj``/``
   ``x*`` entries are split into ``x`` and ``x.*`` first (vllm#28072). Every other Linear (lm_head
   included) is quantized; vision towers never are.
 - GPTQ/AWQ: ``modules_to_not_convert`` entries are substrings. FP8 (``quant_method: fp8``):
-  ``ignored_layers`` are exact names.
+  ``ignored_layers`` (else ``modules_to_not_convert``) are exact names after vLLM's name mapping.
 """
 
 from __future__ import annotations
@@ -354,7 +354,8 @@ class Matcher:
         if style == "fp8":
             if _LM_HEADS.match(module):
                 return Status(False, ignored_by="(a ParallelLMHead is not a LinearBase)")
-            excl = set(self.spec.ignore)
+            # Fp8Config.apply_vllm_mapper renames the entries like weight names (multimodal prefixes)
+            excl = set(self.spec.ignore) | {self.layout.to_vllm(e) for e in self.spec.ignore}
             hit = layer if layer in excl else (shards[0] if all(s in excl for s in shards) else None)
             return Status(hit is None, group="fp8" if hit is None else None, ignored_by=hit,
                           mixed_shards=hit is None and any(s in excl for s in shards))

@@ -251,9 +251,12 @@ def read_spec(config: Mapping[str, Any], sidecar: Mapping[str, Any] | None) -> S
     if vllm_method in ("gptq", "gptq_marlin", "auto_gptq", "awq", "awq_marlin", "auto_awq"):
         return _gptq_awq(src, data, method, vllm_method, problems)
     if vllm_method == "fp8":
-        ignore = _str_list(data.get("ignored_layers"), "ignored_layers", problems)
-        return Spec(src, method, vllm_method, "fp8", ignore=ignore, ignore_key="ignored_layers",
-                    problems=tuple(problems))
+        # Fp8Config.from_config reads `ignored_layers`, and `modules_to_not_convert` when that is empty: the
+        # key transformers' FineGrainedFP8Config and Qwen's FP8 releases write (Qwen/Qwen3-30B-A3B-FP8)
+        key = "ignored_layers" if data.get("ignored_layers") or "modules_to_not_convert" not in data \
+            else "modules_to_not_convert"
+        ignore = _str_list(data.get(key), key, problems)
+        return Spec(src, method, vllm_method, "fp8", ignore=ignore, ignore_key=key, problems=tuple(problems))
     return Spec(src, method, vllm_method, "other", problems=tuple(problems))
 
 
