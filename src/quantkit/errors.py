@@ -152,3 +152,9 @@ class HostMemoryError(QuantkitError, MemoryError):
     """The chosen production path needs more host RAM than this machine has; nothing was loaded."""
 
     default_rule = "QK017"
+
+
+class QualityBudgetError(QuantkitError, RuntimeError):
+    """A mixed-precision checkpoint missed the quality budget it was searched for; nothing was published."""
+
+    default_rule = "QK020"

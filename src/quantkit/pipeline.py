@@ -12,8 +12,9 @@ import logging
 import platform
 import re
 import resource
+import shutil
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -31,9 +32,10 @@ from quantkit.calibration import (
     tokenize_samples,
 )
 from quantkit.checkpoint import atomic
-from quantkit.errors import HostMemoryError, PlanOptionError, ValidationFailedError
+from quantkit.errors import HostMemoryError, PlanOptionError, QualityBudgetError, ValidationFailedError
 from quantkit.hardware import HardwareName, support
 from quantkit.models.embedded import is_embedded
+from quantkit.planning.mixed import SIXTEEN_BIT, tighter, with_measurement
 from quantkit.planning.planner import EXPLICIT_RULE, Plan, plan
 from quantkit.schemes import KvCacheDtype, SchemeName
 
@@ -73,6 +75,9 @@ class QuantizeResult:
                  f"{ratio}) in {self.timings.get('total_s', 0.0):.1f} s"]
         group = f"group size {self.group_size}; " if self.group_size else ""
         lines.append(f"  {group}kept 16-bit: {', '.join(self.ignore)}")
+        mixed = self.plan.mixed if self.plan is not None else None
+        if mixed is not None:
+            lines += [f"  {mixed.summary()}", *mixed.table()]
         lines += [f"  note: {n}" for n in self.notes]
         warnings = [f for f in self.findings if f.get("severity") != "error"]
         lines.append(f"  validated for {self.hardware}: OK" + (f" with {len(warnings)} warning(s)" if warnings else ""))
@@ -132,6 +137,7 @@ def quantize(
     overwrite: bool = False,
     for_vllm: bool = True,
     production: str = "auto",
+    max_quality_loss: float | None = None,
 ) -> QuantizeResult:
     """Execute a plan: quantize a model into a checkpoint vLLM loads on the target, validate it, publish it.
 
@@ -165,6 +171,11 @@ def quantize(
         production: ``"in-memory"`` (load the whole model), ``"model-free"`` (quantize the checkpoint shard by
             shard without building the model; data-free schemes only) or ``"auto"``: the plan takes model-free
             when the model does not fit comfortably in host RAM (docs/big-models.md).
+        max_quality_loss: mixed precision within a budget: the perplexity rise allowed on the calibration text,
+            as a fraction (0.1 = +10 %). Starts from w4a16, measures each layer's sensitivity, keeps the fewest
+            layers at w8a16 / 16-bit that meet it, checks the written checkpoint against it (searching again
+            below the budget when it misses) and lists each layer's choice in ``result.plan.mixed``
+            (docs/quality.md).
 
     Returns:
         A :class:`QuantizeResult` with the path, the plan executed, timings, sizes and validator findings.
@@ -180,12 +191,14 @@ def quantize(
         MissingDependencyError: the backend's packages are not installed in this environment.
         BackendError: the producer failed (original exception chained).
         ValidationFailedError: the checkpoint has error findings; it is kept at ``<output_dir>.rejected``.
+        QualityBudgetError: a mixed-precision checkpoint missed ``max_quality_loss`` after every search.
     """
     t_start = time.perf_counter()
     if isinstance(scheme, Plan):
         given = {"hardware": hardware, "backend": backend, "kv_cache": kv_cache, "group_size": group_size,
                  "ignore": tuple(ignore) or None, "for_vllm": None if for_vllm else False,
-                 "production": None if production == "auto" else production}
+                 "production": None if production == "auto" else production,
+                 "max_quality_loss": max_quality_loss}
         clash = [k for k, v in given.items() if v is not None]
         if clash:
             raise PlanOptionError(f"quantize() got a Plan and also {', '.join(clash)}: the plan already decided them.",
@@ -193,7 +206,8 @@ def quantize(
         chosen = scheme
     else:
         chosen = plan(model, hardware, scheme=scheme, backend=backend, group_size=group_size, ignore=ignore,
-                      kv_cache=kv_cache, for_vllm=for_vllm, production=production)
+                      kv_cache=kv_cache, for_vllm=for_vllm, production=production,
+                      max_quality_loss=max_quality_loss)
     return execute(chosen, model, output_dir=output_dir, calibration=calibration,
                    num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length,
                    tokenizer=tokenizer, overwrite=overwrite, t_start=t_start)
@@ -276,13 +290,57 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
             warning = builtin_text_warning(str(loaded.source or name))
             log.warning("%s", warning)
             notes.append(warning)
-        job = ProduceJob(model=loaded.model, tokenizer=loaded.tokenizer, scheme=sch, ignore=chosen.ignore,
-                         kv_cache=_producer_kv(chosen), calibration=samples, max_seq_length=max_seq_length,
-                         group_size=chosen.group_size, options={"for_vllm": chosen.for_vllm, "hardware": hw.name})
+        if chosen.max_ppl_rise is not None:
+            chosen = _search_mixed(chosen, loaded.model, samples)
+
+        def job_for(current: Plan, model_obj: Any) -> ProduceJob:
+            mixed = current.mixed
+            return ProduceJob(
+                model=model_obj, tokenizer=loaded.tokenizer, scheme=sch,
+                ignore=current.ignore + (tuple(mixed.ignore_entries()) if mixed else ()),
+                kv_cache=_producer_kv(current), calibration=samples, max_seq_length=max_seq_length,
+                group_size=current.group_size, options={"for_vllm": current.for_vllm, "hardware": hw.name},
+                layer_schemes=tuple((step, tuple(mixed.targets(step))) for step in current.mixed_steps[1:]
+                                    if mixed and step != SIXTEEN_BIT and mixed.targets(step)))
+
+        job = job_for(chosen, loaded.model)
         runner.check_job(job, device=_device())
 
         def produce(tmp: Path) -> Any:
-            return runner.produce(job, tmp)
+            nonlocal chosen
+            result = runner.produce(job, tmp)
+            if chosen.mixed is None:
+                return result
+            # the written checkpoint against the budget, on the tokens the search scored; a miss searches
+            # again below the budget (round-to-nearest predicted it; the producer's GPTQ usually does better)
+            from quantkit.eval.sensitivity import checkpoint_rise
+
+            mixed = chosen.mixed
+            for attempt in range(1, MIXED_ATTEMPTS + 1):
+                steps.step(f"measuring the mixed checkpoint (attempt {attempt})")
+                measured = checkpoint_rise(tmp, samples, mixed.original_ppl)
+                mixed = with_measurement(mixed, measured, attempt)
+                log.info("mixed precision attempt %d: predicted %+.2f %%, measured %+.2f %%", attempt,
+                         mixed.predicted_pct, measured)
+                if measured <= mixed.budget_pct or attempt == MIXED_ATTEMPTS:
+                    break
+                for child in list(tmp.iterdir()):  # the staging dir is ours: start it again
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+                with steps.library_output():
+                    reloaded = load_model("embedded" if model is None else model, tokenizer).model
+                chosen = _search_mixed(chosen, reloaded, samples, target_pct=tighter(mixed, measured),
+                                       sensitivity={c.unit: c.sensitivity_pct for c in mixed.choices})
+                mixed = chosen.mixed
+                result = runner.produce(job_for(chosen, reloaded), tmp)
+            chosen = replace(chosen, mixed=mixed)
+            if mixed.measured_pct is not None and mixed.measured_pct > mixed.budget_pct:
+                raise QualityBudgetError(
+                    f"Mixed precision missed its budget: the checkpoint raises perplexity by "
+                    f"{mixed.measured_pct:+.2f} % on the calibration text (budget +{mixed.budget_pct:g} %) after "
+                    f"{mixed.attempts} searches; nothing was published.",
+                    fix="Allow a larger max_quality_loss, calibrate on more in-domain text, or quantize uniformly "
+                        "with w8a16.")
+            return result
 
     tmp = atomic.staging_dir(out)
     try:
@@ -301,6 +359,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
                                                   "tensor_parallel_size": chosen.tensor_parallel_size,
                                                   "vllm_args": dict(chosen.vllm_args)},
             "versions": _versions(), "notes": notes,
+            **({"mixed_precision": chosen.mixed.to_dict()} if chosen.mixed else {}),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         t1 = time.perf_counter()
@@ -322,6 +381,29 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     )
     log.info("wrote %s (%.1f MB) in %.1f s", out, result.quantized_bytes / 1e6, timings["total_s"])
     return result
+
+
+#: searches (and productions) a mixed-precision quantize may spend before it gives up on the budget
+MIXED_ATTEMPTS = 3
+
+
+def _search_mixed(chosen: Plan, model: Any, samples: Any, *, sensitivity: dict[str, float] | None = None,
+                  target_pct: float | None = None) -> Plan:
+    """The plan with its per-layer choices, measured on the loaded model (``chosen.max_ppl_rise`` is set)."""
+    from quantkit.eval.sensitivity import search_mixed
+
+    assert chosen.max_ppl_rise is not None
+    if not samples:
+        raise PlanOptionError("Mixed precision needs calibration data to measure layer sensitivity.",
+                              fix="Pass calibration= (or leave it None for the built-in text).")
+    steps = progress.current()
+    steps.step("measuring layer sensitivity for mixed precision")
+    decision, _ = search_mixed(model, samples, ignore=chosen.ignore, group_size=chosen.group_size,
+                                      steps=chosen.mixed_steps, steps_reason=chosen.mixed_reason,
+                                      budget_pct=chosen.max_ppl_rise, target_pct=target_pct,
+                                      sensitivity=sensitivity)
+    log.info("%s", decision.summary())
+    return replace(chosen, mixed=decision)
 
 
 def _producer_kv(chosen: Plan) -> str:

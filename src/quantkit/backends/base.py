@@ -70,6 +70,9 @@ class ProduceJob:
     max_seq_length: int
     group_size: int | None
     options: dict[str, Any] = field(default_factory=dict)
+    #: mixed precision: (scheme name, ``re:`` targets) for layers that take another scheme than ``scheme``
+    #: (which then covers every other ``Linear``); the plan's ``mixed`` decision, empty for a uniform plan
+    layer_schemes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

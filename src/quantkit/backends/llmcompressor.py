@@ -33,7 +33,7 @@ from quantkit.backends.base import (
     register_backend,
 )
 from quantkit.errors import BackendError, UnsupportedSchemeError
-from quantkit.schemes import Scheme
+from quantkit.schemes import Scheme, get_scheme
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,19 @@ class LlmCompressorBackend(Backend):
     def _config_groups(self, job: ProduceJob | ModelFreeJob) -> dict[str, Any]:
         from compressed_tensors.quantization import preset_name_to_scheme
 
-        recipe = job.scheme.llmcompressor
-        assert recipe is not None  # checked by check_job / model_free_support
-        qscheme = preset_name_to_scheme(recipe.preset, ["Linear"])
-        if job.group_size is not None and qscheme.weights is not None and qscheme.weights.group_size:
-            qscheme.weights.group_size = job.group_size
-        return {"group_0": qscheme}
+        groups: dict[str, Any] = {}
+        # named (``re:``) targets win over the class target on both sides (compressed-tensors match_targets,
+        # vLLM find_matched_target), so layer_schemes override the base scheme for the layers they name
+        for name, targets in ((job.scheme.name, ("Linear",)), *getattr(job, "layer_schemes", ())):
+            recipe = get_scheme(name).llmcompressor
+            if recipe is None:
+                raise UnsupportedSchemeError(f"llm-compressor has no recipe for {name}.",
+                                             fix="Use a scheme from `quantkit schemes` with llmcompressor.")
+            qscheme = preset_name_to_scheme(recipe.preset, list(targets))
+            if job.group_size is not None and qscheme.weights is not None and qscheme.weights.group_size:
+                qscheme.weights.group_size = job.group_size
+            groups[f"group_{len(groups)}"] = qscheme
+        return groups
 
     def recipe(self, job: ProduceJob) -> list[Any]:
         """The llm-compressor modifiers for ``job`` (public so benchmarks can run the same recipe raw)."""

