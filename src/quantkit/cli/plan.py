@@ -36,6 +36,8 @@ def plan_command(
                                            help="Prefer GPTQ W4A16 over W4A4, and 8-bit unless memory needs 4-bit."),
     online: bool = typer.Option(False, "--online", help="Plan online FP8: vLLM quantizes the 16-bit checkpoint "
                                                         "at load (no producer)."),
+    lora: bool = typer.Option(False, "--lora", help="Serve LoRA adapters on the result (--enable-lora); checked "
+                                                    "against the format, model and target."),
     path: str = typer.Option("auto", "--path", help=PATH_HELP),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     rules: bool = typer.Option(False, "--rules", help="Print the selection rules, in the order they are tried."),
@@ -50,5 +52,5 @@ def plan_command(
     result = plan(model, hardware, scheme=scheme, backend=backend, group_size=group_size, ignore=tuple(ignore or ()),
                   for_vllm=not not_for_vllm, workload=workload, kv_cache=kv_cache, max_model_len=max_model_len,
                   concurrency=concurrency, tensor_parallel_size=tensor_parallel_size, gpus=gpus, nodes=nodes,
-                  accuracy_critical=accuracy_critical, online=online, production=path)
+                  accuracy_critical=accuracy_critical, online=online, production=path, lora=lora)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))

@@ -33,6 +33,8 @@ def serve_command(
     quantization: str = typer.Option(None, "--quantization",
                                      help="Online FP8 for a 16-bit checkpoint: fp8 (= fp8_per_tensor), "
                                           "fp8_per_block, fp8_per_channel; vLLM quantizes at load."),
+    lora: bool = typer.Option(False, "--lora", help="Serve LoRA adapters (--enable-lora), checked against the "
+                                                    "format, model and target first."),
     run: bool = typer.Option(False, "--exec", help="Run the command (replaces this process with vLLM)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (argv, env, reasons, command)."),
 ) -> None:
@@ -42,7 +44,7 @@ def serve_command(
     with _common.json_errors(as_json):
         args = serve_args(path, hardware, gpus=gpus, nodes=nodes, max_model_len=max_model_len,
                           max_num_seqs=max_num_seqs, kv_cache_dtype=kv_cache_dtype,
-                          quantization=quantization)
+                          quantization=quantization, lora=lora)
     typer.echo(json.dumps({"ok": True, **args.to_dict()}) if as_json else args.render())
     if run:
         os.environ.update(args.env)

@@ -37,6 +37,9 @@ class ShardProblem:
     rule: str
     message: str
     severity: str = "error"
+    #: every layer behind it is a routed expert (``.experts.``): expert parallelism, which gives each rank whole
+    #: experts instead of a 1/TP slice of every expert, does not split them
+    experts_only: bool = False
 
     def render(self) -> str:
         return f"[{self.rule}] {self.message}"
@@ -117,6 +120,7 @@ def shard_problems(config: Mapping[str, Any], tensors: Mapping[str, Any], tp: in
     block = scheme.weights.block if scheme is not None and scheme.weights.strategy == "block" else None
     seen: set[tuple[str, int, int, bool]] = set()
     bad: dict[str, list[str]] = {}
+    expert_only: dict[str, bool] = {}
     for module, (out_f, in_f) in _shapes(tensors).items():
         leaf = module.rsplit(".", 1)[-1]
         row = leaf in ROW_PARALLEL
@@ -126,13 +130,16 @@ def shard_problems(config: Mapping[str, Any], tensors: Mapping[str, Any], tp: in
             continue
         seen.add(key)
         example = f"{module} [{out_f}x{in_f}]"
+        expert = ".experts." in module
         if row and in_f % tp:
             bad.setdefault("tp-shard", []).append(example)
+            expert_only["tp-shard"] = expert_only.get("tp-shard", True) and expert
             continue
         if not q:
             continue
         if row and group and group < in_f and (in_f // tp) % group:
             bad.setdefault("tp-group", []).append(f"{example}: {in_f // tp} per shard")
+            expert_only["tp-group"] = expert_only.get("tp-group", True) and expert
             continue
         # a column-parallel shard is out/TP, except k/v projections once TP exceeds the KV heads: vLLM's
         # QKVParallelLinear then gives each rank one whole (replicated) KV head
@@ -140,13 +147,15 @@ def shard_problems(config: Mapping[str, Any], tensors: Mapping[str, Any], tp: in
         if block and ((in_f // tp) % block[1] if row else out_p % block[0]):
             bad.setdefault("tp-block", []).append(f"{example}: {'in' if row else 'out'} "
                                                   f"{in_f // tp if row else out_p} per shard")
+            expert_only["tp-block"] = expert_only.get("tp-block", True) and expert
     texts = {
         "tp-shard": f"row-parallel input features not divisible by TP {tp}",
         "tp-group": f"group size {group} does not divide the per-shard input features at TP {tp}",
         "tp-block": f"the {block[0]}x{block[1]} weight blocks do not tile the shards at TP {tp}" if block else "",
     }
     for rule, examples in bad.items():
-        problems.append(ShardProblem(rule, f"{texts[rule]}, {len(examples)} layer shape(s), e.g. {examples[0]}"))
+        problems.append(ShardProblem(rule, f"{texts[rule]}, {len(examples)} layer shape(s), e.g. {examples[0]}",
+                                     experts_only=expert_only.get(rule, False)))
     return problems
 
 
@@ -166,14 +175,30 @@ def _moe_note(cfg: Mapping[str, Any], tp: int, pp: int) -> str:
             f"with --enable-expert-parallel {per_rank} whole experts per rank")
 
 
+#: with --enable-expert-parallel vLLM gives each rank whole experts and no TP slice of them: "In EP, each device
+#: owns a set of experts fully" (vllm/model_executor/layers/fused_moe/config.py FusedMoEParallelConfig.make sets
+#: the experts' tp_size to 1)
+EXPERT_PARALLEL_UPSTREAM = "vllm/model_executor/layers/fused_moe/config.py FusedMoEParallelConfig.make"
+
+
+def expert_parallel_hint(tp: int, problems: Sequence[ShardProblem]) -> str:
+    """How expert parallelism keeps TP ``tp`` when only routed-expert slices break it ("" otherwise)."""
+    errors = [p for p in problems if p.severity == "error"]
+    if not errors or not all(p.experts_only for p in errors):
+        return ""
+    return (f"Or keep TP {tp} with --enable-expert-parallel (enable_expert_parallel=True): each rank then holds "
+            f"whole experts, not 1/{tp} slices ({EXPERT_PARALLEL_UPSTREAM}).")
+
+
 def _fail(tp: int, pp: int, problems: list[ShardProblem], valid: Sequence[int]) -> ParallelismError:
     first = problems[0]
     rule = PARALLEL_RULES[first.rule]
+    hint = expert_parallel_hint(tp, problems)
     return ParallelismError(
         f"TP {tp}" + (f" x PP {pp}" if pp > 1 else "") + " cannot shard this checkpoint: "
         + "; ".join(p.render() for p in problems if p.severity == "error")
         + f" (vLLM: {rule.upstream}).",
-        fix=f"{rule.fix} TP sizes that pass here: {', '.join(map(str, valid)) or 'none'}.")
+        fix=f"{rule.fix} TP sizes that pass here: {', '.join(map(str, valid)) or 'none'}." + (f" {hint}" if hint else ""))
 
 
 def valid_tp_sizes(check: Callable[[int], list[ShardProblem]], upto: int) -> list[int]:
@@ -224,6 +249,9 @@ def choose_parallel(config: Mapping[str, Any], tensors: Mapping[str, Any], hardw
         why = (f"TP {tp}: all {per_node} GPUs of {'each' if nodes > 1 else 'the'} node" if tp == per_node else
                f"TP {tp}: the largest size up to {per_node} GPUs that shards this checkpoint; TP {per_node} breaks "
                + "; ".join(p.render() for p in check(per_node) if p.severity == "error"))
+        hint = expert_parallel_hint(per_node, check(per_node)) if tp != per_node else ""
+        if hint:
+            why += f". {hint}"
     problems = check(tp)
     errors = [p for p in problems if p.severity == "error"]
     if errors:

@@ -81,7 +81,14 @@ from quantkit.planning.rules import (
 )
 from quantkit.schemes import SCHEMES, KvCacheDtype, Scheme, SchemeName, get_scheme
 from quantkit.serve.command import serve_flags, vllm_serve_line
-from quantkit.vllm_facts import CPU_ENGINE_DEFAULTS, CPU_ENV_DEFAULTS, KV_CACHE_DTYPE_FACTS, moe_backend_env
+from quantkit.vllm_facts import (
+    CPU_ENGINE_DEFAULTS,
+    CPU_ENV_DEFAULTS,
+    KV_CACHE_DTYPE_FACTS,
+    LORA_FACTS_VERSION,
+    lora_support,
+    moe_backend_env,
+)
 
 #: ``Plan.rule`` when the caller named the scheme
 EXPLICIT_RULE = "explicit"
@@ -410,7 +417,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
          for_vllm: bool = True, workload: Workload | str = "balanced",
          max_model_len: int = 4096, concurrency: int = 16, tensor_parallel_size: int | None = None,
          gpus: int | None = None, nodes: int = 1, accuracy_critical: bool = False,
-         device: str | None = None, online: bool = False, production: str = "auto",
+         device: str | None = None, online: bool = False, production: str = "auto", lora: bool = False,
          max_quality_loss: float | None = None) -> Plan:
     """Decide how to quantize and serve a checkpoint on a target, with reasons and a memory fit.
 
@@ -452,6 +459,9 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
             starts from w4a16 (``auto`` picks it) and names the precisions layers may move up to on this target
             (w8a16 where vLLM serves it, then 16-bit); ``quantize()`` measures each layer's sensitivity on the
             calibration data and keeps the fewest layers higher that meet the budget (docs/quality.md).
+        lora: serve LoRA adapters on the result (``vllm_args["enable_lora"] = True``): checked against the
+            format, the model (MoE experts need a LoRA-capable kernel) and the target before anything loads
+            (``vllm_facts.LORA_FACTS``); refused with rule QK018 where vLLM has no LoRA path.
 
     Returns:
         A frozen :class:`Plan`.
@@ -460,7 +470,8 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         UnknownNameError: unknown hardware, scheme, backend, workload or KV-cache dtype.
         ModelNotFoundError / CheckpointReadError: the checkpoint is missing, unreadable or has no safetensors.
         UnsupportedSchemeError: the target cannot serve the scheme, no backend can produce it here, the group
-            size divides no layer, ``kv_cache`` cannot run on the target (QK015), or ``online`` cannot (QK016).
+            size divides no layer, ``kv_cache`` cannot run on the target (QK015), ``online`` cannot (QK016),
+            or ``lora`` cannot (QK018).
         PlanOptionError: a non-positive context length, concurrency, TP size, GPU or node count, or group size;
             ``production="model-free"`` where it cannot run.
         ParallelismError: the TP/PP size asked for (or every size the GPUs named allow) breaks a sharding
@@ -548,6 +559,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         rule_reason = (f"{hw.description}: rule {rule.id} ({rule.condition()}) picks {sch.name}: {rule.why}"
                        + (f" [{rule.upstream}]" if rule.upstream else ""))
 
+    lora_reason = _check_lora(sch, hw, traits) if lora else ""
     producer_device = device or _local_device()
     if online_sup is not None:
         backend_name, backend_reason, backend_others = ONLINE_BACKEND, "no producer: vLLM quantizes at load", []
@@ -668,10 +680,13 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
     vllm_args: dict[str, Any] = {**layout.engine_args(), "max_model_len": max_model_len,
                                  "max_num_seqs": concurrency}
     vllm_env: dict[str, str] = {}
-    if traits.moe and hw.kind == "cuda":
+    if traits.moe and hw.kind == "cuda" and not lora:  # the FlashInfer MoE kernels have no LoRA path
         moe_env, moe_why = moe_backend_env(sch.format_key, hw.capability)
         vllm_env.update(moe_env)
         reasons += [f"MoE kernel: {w}" for w in moe_why]
+    if lora:
+        vllm_args["enable_lora"] = True
+        reasons.append(lora_reason)
     if hw.kind == "cpu":
         vllm_args.update(CPU_ENGINE_DEFAULTS)
         vllm_env.update(CPU_ENV_DEFAULTS)
@@ -703,6 +718,22 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         host_memory=prod.needs, host_memory_bytes=prod.host_bytes, production_blocked=prod.blocked,
         max_ppl_rise=budget, mixed_steps=mixed_steps, mixed_reason=mixed_reason,
     )
+
+
+def _check_lora(sch: Scheme, hw: Hardware, traits: ModelTraits) -> str:
+    """The plan's LoRA reason; UnsupportedSchemeError (QK018) naming the schemes that take LoRA here."""
+    cpu = hw.kind == "cpu"
+    ok, why = lora_support(sch.format_key, moe=traits.moe, cpu=cpu)
+    if ok:
+        return f"LoRA (enable_lora): {sch.format_key} takes adapters in vLLM {LORA_FACTS_VERSION}: {why}"
+    can = [s.name for s in SCHEMES.values() if support(s, hw).runs
+           and lora_support(s.format_key, moe=traits.moe, cpu=cpu)[0]]
+    raise UnsupportedSchemeError(
+        f"LoRA adapters cannot be served on {sch.name} ({sch.format_key}) for this "
+        f"{'MoE ' if traits.moe else ''}model on {hw.name}: {why} (vLLM {LORA_FACTS_VERSION}).",
+        fix=(f"Pick a scheme that takes LoRA here ({', '.join(can)})" if can else
+             "Serve it on a GPU target (--hardware h100, ...)") + ", or drop lora=True / --lora.",
+        rule="QK018")
 
 
 def model_free_schemes(backend: str | None = None) -> list[str]:

