@@ -297,6 +297,10 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
         job = ProduceJob(model=loaded.model, tokenizer=loaded.tokenizer, scheme=sch, ignore=chosen.ignore,
                          kv_cache=_producer_kv(chosen), calibration=samples, max_seq_length=max_seq_length,
                          group_size=chosen.group_size, options={"for_vllm": chosen.for_vllm, "hardware": hw.name})
+        if offload is not None and source is not None:
+            # saving an offloaded model gathers one output shard in RAM at a time (transformers'
+            # save_pretrained; llm-compressor's wrapper defaults to 20 GB shards): shard like the source
+            job.options["max_shard_size"] = max((f.stat().st_size for f in source.glob("*.safetensors")), default=0)
         runner.check_job(job, device=_device())
 
         def produce(tmp: Path) -> Any:

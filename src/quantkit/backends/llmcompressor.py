@@ -144,7 +144,8 @@ class LlmCompressorBackend(Backend):
         steps.step("saving the compressed-tensors checkpoint")
         t1 = time.perf_counter()
         with _library_output():
-            job.model.save_pretrained(out_dir, save_compressed=True)
+            shard = {"max_shard_size": job.options["max_shard_size"]} if job.options.get("max_shard_size") else {}
+            job.model.save_pretrained(out_dir, save_compressed=True, **shard)
             job.tokenizer.save_pretrained(out_dir)
         result.timings["save_s"] = time.perf_counter() - t1
         return result

@@ -300,6 +300,12 @@ def host_memory_problem(needs: tuple[HostMemoryNeed, ...], host_bytes: int, bloc
         fix = (f"Model-free is not possible: {blocked}. A data-free scheme ({', '.join(model_free_schemes) or 'none'}) "
                f"without kv_cache='fp8' runs model-free, shard by shard; or use a machine with at least "
                f"{math.ceil(need.bytes / _GIB)} GiB of RAM.")
+    elif need.path == "offloaded":
+        data_free = (f"; a data-free scheme ({', '.join(model_free_schemes)}) runs model-free, shard by shard"
+                     if blocked and model_free_schemes else "")
+        fix = ("The offloaded path keeps the weights it cannot hold on disk, but the calibration activations "
+               "llm-compressor caches between layers stay in RAM: fewer or shorter calibration samples shrink "
+               f"them{data_free}; or use a machine with at least {math.ceil(need.bytes / _GIB)} GiB of RAM.")
     else:
         fix = f"Use a machine with at least {math.ceil(need.bytes / _GIB)} GiB of RAM."
     return message, fix
