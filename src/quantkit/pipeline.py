@@ -169,8 +169,10 @@ def quantize(
         overwrite: replace an existing ``output_dir``.
         for_vllm: False allows formats vLLM cannot load (e.g. ModelOpt INT4_AWQ for TensorRT-LLM).
         production: ``"in-memory"`` (load the whole model), ``"model-free"`` (quantize the checkpoint shard by
-            shard without building the model; data-free schemes only) or ``"auto"``: the plan takes model-free
-            when the model does not fit comfortably in host RAM (docs/big-models.md).
+            shard without building the model; data-free schemes only), ``"offloaded"`` (load it with the weights
+            beyond a RAM budget on disk, calibrate one decoder layer at a time; any llm-compressor scheme) or
+            ``"auto"``: the plan takes model-free, else offloaded, when the model does not fit comfortably in
+            host RAM (docs/big-models.md).
         max_quality_loss: mixed precision within a budget: the perplexity rise allowed on the calibration text,
             as a fraction (0.1 = +10 %). Starts from w4a16, measures each layer's sensitivity, keeps the fewest
             layers at w8a16 / 16-bit that meet it, checks the written checkpoint against it (searching again
@@ -185,7 +187,7 @@ def quantize(
         ModelNotFoundError: the model path is missing or not a checkpoint.
         OutputExistsError: ``output_dir`` exists and ``overwrite`` is False.
         UnsupportedSchemeError: the target cannot serve the scheme, or no backend can produce it here.
-        PlanOptionError: a Plan was passed together with override arguments, or ``production="model-free"``
+        PlanOptionError: a Plan was passed together with override arguments, or ``production="model-free"``/``"offloaded"``
             where it cannot run.
         HostMemoryError: the production path needs more host RAM than this machine has (before any loading).
         MissingDependencyError: the backend's packages are not installed in this environment.
@@ -255,6 +257,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
         raise HostMemoryError(f"Cannot quantize {name} with {sch.name} here: {problem[0]}.", fix=problem[1])
 
     steps = progress.current()
+    offload_folder: Path | None = None
     if chosen.production == "model-free":
         if not model_is_path:
             raise PlanOptionError("The plan is model-free (it reads the checkpoint files), but quantize() got a "
@@ -273,10 +276,25 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
         def produce(tmp: Path) -> Any:
             return runner.produce_model_free(mjob, tmp)
     else:
-        steps.step(f"loading {name}")
+        offload = None
+        if chosen.production == "offloaded":
+            if not model_is_path:
+                raise PlanOptionError("The plan is offloaded (it loads the checkpoint files offloaded), but "
+                                      "quantize() got a model object, which is in memory already.",
+                                      fix="Pass the checkpoint directory, or plan with production='in-memory'.")
+            from quantkit.models.loading import Offload
+
+            offload = Offload(atomic.offload_dir(out), chosen.production_cpu_budget)
+            offload_folder = offload.folder
+        steps.step(f"loading {name}" + (" offloaded" if offload else ""))
         t0 = time.perf_counter()
-        with steps.library_output():
-            loaded = load_model("embedded" if model is None else model, tokenizer)
+        try:
+            with steps.library_output():
+                loaded = load_model("embedded" if model is None else model, tokenizer, offload=offload)
+        except BaseException:
+            if offload_folder is not None:
+                atomic.discard(offload_folder)
+            raise
         t_load = time.perf_counter() - t0
         source, source_name = loaded.source, str(loaded.source or loaded.name)
 
@@ -304,6 +322,10 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
                                     if mixed and step != SIXTEEN_BIT and mixed.targets(step)))
 
         job = job_for(chosen, loaded.model)
+        if offload is not None and source is not None:
+            # saving an offloaded model gathers one output shard in RAM at a time (transformers'
+            # save_pretrained; llm-compressor's wrapper defaults to 20 GB shards): shard like the source
+            job.options["max_shard_size"] = max((f.stat().st_size for f in source.glob("*.safetensors")), default=0)
         runner.check_job(job, device=_device())
 
         def produce(tmp: Path) -> Any:
@@ -356,6 +378,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
             "source": source_name, "production": chosen.production,
             "for_vllm": chosen.for_vllm, "plan": {"rule": chosen.rule, "overrides": list(chosen.overrides),
                                                   "production_workers": chosen.production_workers,
+                                                  "production_cpu_budget": chosen.production_cpu_budget,
                                                   "tensor_parallel_size": chosen.tensor_parallel_size,
                                                   "vllm_args": dict(chosen.vllm_args)},
             "versions": _versions(), "notes": notes,
@@ -371,6 +394,9 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
         if tmp.exists():
             atomic.discard(tmp)
         raise
+    finally:
+        if offload_folder is not None:
+            atomic.discard(offload_folder)
     timings["total_s"] = time.perf_counter() - t_start
     result = QuantizeResult(
         output_dir=out, scheme=sch.name, backend=runner.name, hardware=hw.name, kv_cache=chosen.kv_cache_dtype,

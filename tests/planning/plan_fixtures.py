@@ -77,6 +77,32 @@ def llama3_8b() -> tuple[dict, Tensors]:
     return dict(c), t
 
 
+def _llama3_shaped(config: dict, heads: int, kv: int) -> tuple[dict, Tensors]:
+    """A Llama-3-family checkpoint of ``config``'s width and depth (Llama-3.1-70B/405B: published configs)."""
+    c = {**LLAMA3_8B_CONFIG, **config}
+    h, t = c["hidden_size"], {}
+    t["model.embed_tokens.weight"] = (BF16, (c["vocab_size"], h))
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}"
+        _norm(t, f"{p}.input_layernorm", h)
+        _gqa(t, p, h, heads, kv, 128)
+        _norm(t, f"{p}.post_attention_layernorm", h)
+        _mlp(t, f"{p}.mlp", h, c["intermediate_size"])
+    _norm(t, "model.norm", h)
+    _lin(t, "lm_head", c["vocab_size"], h)
+    return c, t
+
+
+def llama3_70b() -> tuple[dict, Tensors]:
+    return _llama3_shaped({"hidden_size": 8192, "intermediate_size": 28672, "num_attention_heads": 64,
+                           "num_hidden_layers": 80, "num_key_value_heads": 8}, 64, 8)
+
+
+def llama3_405b() -> tuple[dict, Tensors]:
+    return _llama3_shaped({"hidden_size": 16384, "intermediate_size": 53248, "num_attention_heads": 128,
+                           "num_hidden_layers": 126, "num_key_value_heads": 8}, 128, 8)
+
+
 # --------------------------------------------------------------------------------------------- Qwen3-8B
 
 QWEN3_8B_CONFIG = {

@@ -64,16 +64,21 @@ def test_a_calibrated_scheme_that_does_not_fit_is_refused_before_loading(llama8b
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     _host(monkeypatch, 16)
     p = plan(llama8b_sharded, "h100", scheme="w4a16")
-    assert p.production == "in-memory" and not p.production_fits
+    # offloaded: the weights go to disk, but 512 x 2048 tokens of cached activations (16 GiB) do not fit 16 GiB
+    assert p.production == "offloaded" and not p.production_fits
     warning = next(w for w in p.warnings if w.startswith("[host-memory]"))
-    assert "w4a16 needs calibration data" in warning
+    assert "offloaded needs ~" in warning and "calibration samples" in warning
     with pytest.raises(HostMemoryError) as exc:
         quantize(llama8b_sharded, "w4a16", hardware="h100", output_dir=tmp_path / "out")
     err = exc.value
     assert err.rule == "QK017"
-    assert "in-memory needs ~" in err.message and "more than this host's 16.0 GiB" in err.message
+    assert "offloaded needs ~" in err.message and "more than this host's 16.0 GiB" in err.message
     assert err.fix is not None and "fp8-dynamic" in err.fix and "GiB of RAM" in err.fix
     assert not (tmp_path / "out").exists() and not list(tmp_path.iterdir())  # nothing staged, nothing loaded
+    # a ModelOpt scheme has neither model-free nor offloaded: in-memory, refused, naming the data-free schemes
+    p = plan(llama8b_sharded, "h100", scheme="fp8-static", backend="modelopt")
+    assert p.production == "in-memory" and not p.production_fits
+    assert "offloaded cannot run: the modelopt backend has no offloaded path" in p.production_reason
 
 
 def test_no_path_fits_a_tiny_host(llama8b_sharded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,3 +114,77 @@ def test_unknown_host_memory_keeps_in_memory(llama8b_sharded: Path, monkeypatch:
     _host(monkeypatch, 0)
     p = plan(llama8b_sharded, "h100", scheme="fp8-dynamic")
     assert p.production == "in-memory" and p.production_fits
+
+
+@pytest.fixture(scope="module")
+def big_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Header-only Llama-3.1-70B, Llama-3.1-405B and DeepSeek-V3 in 5 GB shards (no weight bytes on disk)."""
+    root = tmp_path_factory.mktemp("big")
+    return {name: plan_fixtures.write_checkpoint(root / name, *build(), max_shard_bytes=SHARD)
+            for name, build in (("Llama-3.1-70B", plan_fixtures.llama3_70b),
+                                ("Llama-3.1-405B", plan_fixtures.llama3_405b),
+                                ("DeepSeek-V3", plan_fixtures.deepseek_v3))}
+
+
+# (machine, producer device, GPUs on the node): a 1x and an 8x GPU node and a CPU-only host, each with 192 GiB
+MACHINES = [("1x h100", "cuda", 1), ("8x h100", "cuda", 8), ("cpu-only host", "cpu", None)]
+
+
+@pytest.mark.parametrize("machine,device,gpus", MACHINES)
+@pytest.mark.parametrize("model", ["Llama-3.1-70B", "Llama-3.1-405B", "DeepSeek-V3"])
+def test_big_models_state_path_memory_and_disk(big_checkpoints: dict[str, Path], model: str, machine: str,
+                                               device: str, gpus: int | None,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    _host(monkeypatch, 192)
+    ckpt = big_checkpoints[model]
+    src = sum(p.stat().st_size for p in ckpt.glob("*.safetensors"))
+    # data-free: model-free, one 5 GB shard job per worker; on GPU, one job's memory per device
+    free = plan(ckpt, "h100", scheme="fp8-block" if model == "DeepSeek-V3" else "fp8-dynamic", device=device,
+                gpus=gpus)
+    assert free.production == "model-free" and free.production_fits, free.production_reason
+    assert free.host_memory[0].bytes < 64 * GIB and free.host_memory[1].bytes > src  # in-memory: every weight
+    assert 0 < free.production_disk_bytes < src  # the FP8 output
+    assert (free.production_device_bytes > 0) == (device == "cuda")
+    # calibrated: offloaded, the weights beyond the RAM budget on disk, one decoder layer at a time
+    cal = plan(ckpt, "h100", scheme="w4a16", device=device, gpus=gpus)
+    assert cal.production == "offloaded" and cal.production_fits, cal.production_reason
+    off, mem = cal.host_memory[0], cal.host_memory[1]
+    assert off.path == "offloaded" and mem.path == "in-memory" and mem.bytes > 0.75 * 192 * GIB
+    # the RAM budget for weights: what 75 % of the RAM holds beyond the offloaded path's own need (DeepSeek-V3's
+    # 256 experts' Hessians leave none: every weight on disk)
+    assert cal.production_cpu_budget is not None
+    assert cal.production_cpu_budget == max(0, int(0.75 * 192 * GIB) - off.bytes)
+    # disk: the weights left over the RAM budget, and the W4A16 output
+    assert cal.production_disk_bytes >= src - cal.production_cpu_budget
+    text = str(cal)
+    assert "produce    offloaded" in text and "disk ~" in text and "RAM budget for weights" in text
+    if device == "cuda":
+        # sequential onloading uses one GPU whatever the node has (the distributed path is torchrun's): the
+        # largest decoder layer, its quantized copy and its GPTQ Hessians
+        assert cal.production_device_bytes > 0 and "GiB per GPU" in cal.production_where
+    else:
+        assert cal.production_device_bytes == 0 and "per GPU" not in cal.production_where
+    d = cal.to_dict()["production"]
+    assert d["path"] == "offloaded" and d["disk_bytes"] == cal.production_disk_bytes
+
+
+def test_a_calibrated_scheme_goes_offloaded_and_states_why(llama8b_sharded: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    _host(monkeypatch, 28)  # in-memory needs ~22 GiB: over 75 % of 28 GiB; offloaded ~20 GiB fits
+    p = plan(llama8b_sharded, "h100", scheme="w4a16")
+    assert p.production == "offloaded" and p.production_fits, p.production_reason
+    assert "model-free cannot run: w4a16 needs calibration data" in p.production_reason
+    off = p.host_memory[0]
+    # one 8B layer (~0.4 GiB bf16) x 2 + its Hessians (3 x 4096^2 + 4096^2 + 2 x 4096^2 + 14336^2, float32:
+    # ~1.2 GiB) + 512 x 2048 x 4096 bf16 activations x 2 (16 GiB) + 2 GiB
+    assert "GPTQ Hessians 1.14 GiB" in off.how and "calibration activations 16.00 GiB" in off.how
+    assert 19 * GIB < off.bytes < 21 * GIB
+    _host(monkeypatch, 64)  # in-memory (~22 GiB) fits 75 % of 64 GiB: no need to offload
+    assert plan(llama8b_sharded, "h100", scheme="w4a16").production == "in-memory"
+
+
+def test_offloaded_request_is_checked(llama8b_sharded: Path) -> None:
+    with pytest.raises(PlanOptionError, match="modelopt backend has no offloaded path"):
+        plan(llama8b_sharded, "h100", scheme="fp8-dynamic", backend="modelopt", production="offloaded")
+    p = plan(llama8b_sharded, "h100", scheme="fp8-dynamic", production="offloaded")
+    assert p.production == "offloaded" and "calibration activations 0.00 GiB" in p.host_memory[0].how

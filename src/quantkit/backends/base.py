@@ -148,6 +148,11 @@ class Backend(ABC):
         instantiating the model (the planner's ``production="model-free"``); no by default."""
         return BackendSupport(False, f"the {self.name} backend has no model-free path")
 
+    def offloaded_support(self, scheme: Scheme) -> BackendSupport:
+        """Whether :meth:`produce` works on a model loaded offloaded (weights on CPU/disk, one decoder layer at
+        a time on the accelerator: the planner's ``production="offloaded"``); no by default."""
+        return BackendSupport(False, f"the {self.name} backend has no offloaded path")
+
     def produce_model_free(self, job: ModelFreeJob, out_dir: Path) -> ProduceResult:
         """Quantize the checkpoint at ``job.source`` shard by shard into ``out_dir`` (weights, index, config,
         tokenizer), for a backend whose :meth:`model_free_support` says yes."""

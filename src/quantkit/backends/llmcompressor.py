@@ -151,7 +151,8 @@ class LlmCompressorBackend(Backend):
         steps.step("saving the compressed-tensors checkpoint")
         t1 = time.perf_counter()
         with _library_output():
-            job.model.save_pretrained(out_dir, save_compressed=True)
+            shard = {"max_shard_size": job.options["max_shard_size"]} if job.options.get("max_shard_size") else {}
+            job.model.save_pretrained(out_dir, save_compressed=True, **shard)
             job.tokenizer.save_pretrained(out_dir)
         result.timings["save_s"] = time.perf_counter() - t1
         return result
@@ -168,6 +169,15 @@ class LlmCompressorBackend(Backend):
                                          "only does data-free round-to-nearest weight schemes")
         return BackendSupport(True, f"llm-compressor model_free_ptq ({rec.preset}, data-free) quantizes it shard "
                                     "by shard")
+
+    def offloaded_support(self, scheme: Scheme) -> BackendSupport:
+        if scheme.llmcompressor is None:
+            return BackendSupport(False, f"llm-compressor has no recipe for {scheme.name}")
+        # oneshot's sequential pipeline onloads one subgraph (decoder layer) at a time from compressed-tensors'
+        # offload (llmcompressor/pipelines/sequential/pipeline.py: set_onload_device, disable_offloading per
+        # subgraph); a data-free recipe runs through the same pipeline without data
+        return BackendSupport(True, "llm-compressor's sequential pipeline on a model loaded by compressed-tensors' "
+                                    "load_offloaded_model (device_map='auto_offload')")
 
     def produce_model_free(self, job: ModelFreeJob, out_dir: Path) -> ProduceResult:
         """Run llm-compressor's ``model_free_ptq`` from ``job.source`` into ``out_dir``.

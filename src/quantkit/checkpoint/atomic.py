@@ -28,9 +28,10 @@ log = logging.getLogger(__name__)
 
 REJECTED_SUFFIX = ".rejected"
 
-#: ``.NAME.quantkit-tmp-PID-MILLIS-HOST`` (staging) and ``.NAME.quantkit-old-PID`` (an output being replaced);
-#: the host part is absent in names written before it existed
-_STAGING_RE = re.compile(r"^\.(?P<output>.+)\.quantkit-(?P<kind>tmp|old)-(?P<pid>\d+)"
+#: ``.NAME.quantkit-tmp-PID-MILLIS-HOST`` (staging), ``.NAME.quantkit-offload-PID-MILLIS-HOST`` (the weights an
+#: offloaded run keeps on disk) and ``.NAME.quantkit-old-PID`` (an output being replaced); the host part is
+#: absent in names written before it existed
+_STAGING_RE = re.compile(r"^\.(?P<output>.+)\.quantkit-(?P<kind>tmp|old|offload)-(?P<pid>\d+)"
                          r"(?:-(?P<millis>\d+)(?:-(?P<host>[A-Za-z0-9_-]+))?)?$")
 
 
@@ -39,7 +40,8 @@ class StagingName:
     """What the name of a quantkit staging directory says about the run that made it."""
 
     output: str  # the name of the output directory it was for
-    kind: str  # "tmp": a checkpoint being written; "old": a previous output being replaced
+    kind: str  # "tmp": a checkpoint being written; "old": a previous output being replaced; "offload": weights
+    # an offloaded run keeps on disk
     pid: int
     host: str | None  # None in names written before the host was recorded
 
@@ -130,6 +132,16 @@ def staging_dir(output_dir: Path) -> Path:
     tmp = output_dir.parent / f".{output_dir.name}.quantkit-tmp-{os.getpid()}-{int(time.time() * 1000)}-{_host()}"
     tmp.mkdir()
     return tmp
+
+
+def offload_dir(output_dir: Path) -> Path:
+    """A sibling of ``output_dir`` for the weights an offloaded run keeps on disk (never published; removed when
+    the run ends, or by the next run to the same output when it was killed: :func:`sweep_stale`)."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = output_dir.parent / (f".{output_dir.name}.quantkit-offload-{os.getpid()}-{int(time.time() * 1000)}-"
+                                f"{_host()}")
+    path.mkdir()
+    return path
 
 
 def current_umask() -> int:

@@ -25,7 +25,8 @@ from quantkit.serve.command import QUANTKIT_ONLY_ENV, vllm_serve_line
 
 #: ``--path`` of ``quantkit plan`` / ``quantize`` (the names come from planning/production.py)
 PATH_HELP = (f"Production path: {', '.join(PRODUCTION_CHOICES)}. 'model-free' quantizes shard by shard without "
-             "loading the model (data-free schemes); 'auto' takes it when the model does not fit host RAM.")
+             "loading the model (data-free schemes); 'offloaded' keeps the weights beyond a RAM budget on disk and "
+             "calibrates one layer at a time; 'auto' takes one of them when the model does not fit host RAM.")
 
 if TYPE_CHECKING:
     from quantkit.serve.engine import ServePlan

@@ -44,11 +44,25 @@ def resolve_model_path(model: str | Path | None) -> Path:
     return path
 
 
-def load_model(model: Any, tokenizer: Any = None) -> LoadedModel:
+@dataclass(frozen=True)
+class Offload:
+    """Load the model offloaded: ``cpu_budget`` bytes of weights in host RAM (None: compressed-tensors' own
+    budget, the available RAM less 5 GB), the rest in ``folder`` on disk."""
+
+    folder: Path
+    cpu_budget: int | None
+
+
+def load_model(model: Any, tokenizer: Any = None, *, offload: Offload | None = None) -> LoadedModel:
     """Load ``model`` (a path, 'embedded', or a ``PreTrainedModel``) and its tokenizer for quantization.
 
     A path is checked first, from its config and safetensors headers (:func:`check_source`), so a missing,
     corrupt or truncated checkpoint fails with an error naming the file before torch is even imported.
+
+    With ``offload`` (a path only), the model is loaded the way llm-compressor's big-model examples do:
+    inside compressed-tensors' ``load_offloaded_model`` with ``device_map="auto_offload"`` (as much as
+    ``max_memory`` allows in host RAM, the rest on disk, nothing on an accelerator), so oneshot's sequential
+    pipeline onloads one decoder layer at a time.
 
     Raises:
         ModelNotFoundError: the path is missing or holds no ``config.json``.
@@ -76,7 +90,17 @@ def load_model(model: Any, tokenizer: Any = None) -> LoadedModel:
         return LoadedModel(model, tokenizer, src_path, str(src or type(model).__name__))
     log.info("loading %s", path)
     tok = tokenizer or AutoTokenizer.from_pretrained(path)
-    m = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+    if offload is not None:
+        from compressed_tensors.offload import load_offloaded_model
+
+        kwargs: dict[str, Any] = {"device_map": "auto_offload", "offload_folder": str(offload.folder)}
+        if offload.cpu_budget is not None:
+            kwargs["max_memory"] = {"cpu": offload.cpu_budget}
+        offload.folder.mkdir(parents=True, exist_ok=True)
+        with load_offloaded_model():
+            m = AutoModelForCausalLM.from_pretrained(path, dtype="auto", **kwargs)
+    else:
+        m = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
     if m.dtype == torch.float32:
         log.info("model is float32; quantizing from float32 weights")
     return LoadedModel(m, tok, path, path.name)

@@ -36,7 +36,7 @@ from quantkit.hardware import (
     support,
 )
 from quantkit.models.embedded import is_embedded
-from quantkit.planning.architectures import ROW_PARALLEL, ModelTraits, describe
+from quantkit.planning.architectures import ROW_PARALLEL, ModelTraits, describe, text_config
 from quantkit.planning.ignore import (
     check_ignore,
     checkpoint_module_names,
@@ -66,8 +66,10 @@ from quantkit.planning.production import (
     PRODUCTION_CHOICES,
     HostMemoryNeed,
     ProductionChoice,
+    activation_bytes,
     choose_production,
     host_memory_problem,
+    layer_profile,
     shard_bytes,
 )
 from quantkit.planning.rules import (
@@ -162,6 +164,12 @@ class Plan:
     mixed_steps: tuple[str, ...] = ()
     mixed_reason: str = ""
     mixed: MixedPrecision | None = None
+    #: offloaded: the host-RAM budget for weights (``max_memory={"cpu": ...}``, the rest on disk; None: the
+    #: library's own); disk the path writes; memory per GPU when the producer runs on GPUs; the three in words
+    production_cpu_budget: int | None = None
+    production_disk_bytes: int = 0
+    production_device_bytes: int = 0
+    production_where: str = ""
 
     @property
     def production_fits(self) -> bool:
@@ -213,7 +221,10 @@ class Plan:
             "online": self.online, "online_alternative": self.online_alternative,
             "production": {"path": self.production, "reason": self.production_reason,
                            "workers": self.production_workers, "host_memory_bytes": self.host_memory_bytes,
-                           "needs": [n.to_dict() for n in self.host_memory]},
+                           "needs": [n.to_dict() for n in self.host_memory],
+                           "cpu_budget_bytes": self.production_cpu_budget,
+                           "disk_bytes": self.production_disk_bytes,
+                           "device_bytes": self.production_device_bytes},
             "mixed_precision": None if self.max_ppl_rise is None else {
                 "max_ppl_rise_pct": self.max_ppl_rise, "steps": list(self.mixed_steps), "reason": self.mixed_reason,
                 "layers": self.mixed.to_dict() if self.mixed else None},
@@ -241,6 +252,7 @@ class Plan:
             f"  KV cache   {self.kv_cache_dtype}",
             *([f"  calibrate  {self.calibration_reason}"] if self.calibration_samples else []),
             *([f"  produce    {self.production_reason}"] if self.production_reason else []),
+            *([f"             {self.production_where}"] if self.production_where else []),
             *([f"  mixed      {self.mixed.summary() if self.mixed else self.mixed_reason}"]
               if self.max_ppl_rise is not None else []),
             *(self.mixed.table() if self.mixed else []),
@@ -453,8 +465,10 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
             (``vllm_args["quantization"] = "fp8_per_tensor"``), no producer, no calibration; refused (QK016) on
             targets without it (vllm-cpu) and for checkpoints that are already quantized.
         production: ``in-memory`` (load the whole model), ``model-free`` (shard by shard without building the
-            model: data-free schemes, no KV-cache calibration, a checkpoint directory) or ``auto``: in-memory
-            while the model fits comfortably in host RAM, else model-free where possible (docs/big-models.md).
+            model: data-free schemes, no KV-cache calibration, a checkpoint directory), ``offloaded`` (loaded with
+            the weights beyond a RAM budget on disk, calibrated one decoder layer at a time: llm-compressor, a
+            checkpoint directory) or ``auto``: in-memory while the model fits comfortably in host RAM, else
+            model-free where possible, else offloaded (docs/big-models.md).
         max_quality_loss: mixed precision: the perplexity rise allowed, as a fraction (0.1 = +10 %). The plan
             starts from w4a16 (``auto`` picks it) and names the precisions layers may move up to on this target
             (w8a16 where vLLM serves it, then 16-bit); ``quantize()`` measures each layer's sensitivity on the
@@ -473,7 +487,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
             size divides no layer, ``kv_cache`` cannot run on the target (QK015), ``online`` cannot (QK016),
             or ``lora`` cannot (QK018).
         PlanOptionError: a non-positive context length, concurrency, TP size, GPU or node count, or group size;
-            ``production="model-free"`` where it cannot run.
+            ``production="model-free"`` or ``"offloaded"`` where it cannot run.
         ParallelismError: the TP/PP size asked for (or every size the GPUs named allow) breaks a sharding
             rule vLLM enforces (heads, KV heads, row-parallel inputs, group size per shard, layers per stage).
     """
@@ -645,10 +659,14 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         warnings.append(f"[memory] {sch.name} does not fit {where} for {concurrency} x {max_model_len} tokens "
                         f"({per_gpu:.2f} GiB needed per {unit}, {chosen.capacity_per_gpu_bytes / GIB:.2f} GiB "
                         f"usable). {chosen.note}. {instead}")
+    needs_data = online_sup is None and (sch.needs_calibration or KV_CACHE_DTYPE_FACTS[kv].produced)
+    calib = (calibration_size(embedded=is_embedded(name),
+                              recommendation=get_backend(backend_name).calibration_recommendation)
+             if needs_data else None)
     prod = _production(production, view=view, from_object=hasattr(model, "named_parameters"), scheme=sch, kv=kv,
                        backend_name=backend_name,
                        quantized_bytes=chosen.weight_bytes, unquantized_bytes=inventory.unquantized_bytes,
-                       device=producer_device)
+                       device=producer_device, calibration=(calib.num_samples, calib.max_seq_length) if calib else None)
     reasons.append(f"production: {prod.reason}")
     mixed_steps: tuple[str, ...] = ()
     mixed_reason = ""
@@ -696,10 +714,6 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         vllm_args["kv_cache_dtype"] = kv
     if online_sup is not None:
         vllm_args["quantization"] = online_sup.method
-    needs_data = online_sup is None and (sch.needs_calibration or KV_CACHE_DTYPE_FACTS[kv].produced)
-    calib = (calibration_size(embedded=is_embedded(name),
-                              recommendation=get_backend(backend_name).calibration_recommendation)
-             if needs_data else None)
     return Plan(
         model=name, hardware=hw, workload=workload, scheme=sch, backend=backend_name, group_size=group.size,
         kv_cache_dtype=kv, kv_reason="; ".join(kv_reasons), ignore=tuple(ignore_list),
@@ -717,6 +731,8 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         production=prod.path, production_reason=prod.reason, production_workers=prod.workers,
         host_memory=prod.needs, host_memory_bytes=prod.host_bytes, production_blocked=prod.blocked,
         max_ppl_rise=budget, mixed_steps=mixed_steps, mixed_reason=mixed_reason,
+        production_cpu_budget=prod.cpu_budget, production_disk_bytes=prod.disk_bytes,
+        production_device_bytes=prod.device_bytes, production_where=prod.where() if prod.path != "none" else "",
     )
 
 
@@ -743,11 +759,13 @@ def model_free_schemes(backend: str | None = None) -> list[str]:
 
 
 def _production(requested: str, *, view: Any, from_object: bool, scheme: Scheme, kv: str, backend_name: str,
-                quantized_bytes: int, unquantized_bytes: int, device: str) -> ProductionChoice:
-    """The production path (planning/production.py), after checking a requested model-free path can run."""
+                quantized_bytes: int, unquantized_bytes: int, device: str,
+                calibration: tuple[int, int] | None = None) -> ProductionChoice:
+    """The production path (planning/production.py), after checking a requested model-free or offloaded path
+    can run. ``calibration`` is (samples, tokens per sample) when the producer calibrates."""
     if backend_name == ONLINE_BACKEND:  # nothing is produced: vLLM quantizes at load
-        if requested == "model-free":
-            raise PlanOptionError("production='model-free' cannot run for an online plan: no producer runs.",
+        if requested in ("model-free", "offloaded"):
+            raise PlanOptionError(f"production='{requested}' cannot run for an online plan: no producer runs.",
                                   fix="Drop online=True to produce a checkpoint, or drop production=.")
         return ProductionChoice("none", "none: vLLM quantizes the 16-bit checkpoint at load (online plan)", 0, (),
                                 _hardware.host_memory_bytes(), blocked="no producer runs")
@@ -769,10 +787,27 @@ def _production(requested: str, *, view: Any, from_object: bool, scheme: Scheme,
             f"production='model-free' cannot run here: {blocked}.",
             fix=f"Pass production='auto' or 'in-memory', or a data-free scheme ({', '.join(can) or 'none'}) "
                 "with the llmcompressor backend and no kv_cache='fp8', on a checkpoint directory.")
+    if from_object or not isinstance(view, CheckpointView):
+        offload_blocked = "the model is an object in memory, not a checkpoint directory to load offloaded"
+    else:
+        off = get_backend(backend_name).offloaded_support(scheme)
+        offload_blocked = "" if off.ok else off.reason
+    if requested == "offloaded" and offload_blocked:
+        raise PlanOptionError(
+            f"production='offloaded' cannot run here: {offload_blocked}.",
+            fix="Pass production='auto' or 'in-memory', or backend='llmcompressor' on a checkpoint directory.")
+    tensors = view.tensors if isinstance(view, CheckpointView) else {}
+    layer = layer_profile(tensors)
+    acts = 0
+    if calibration is not None and isinstance(view, CheckpointView):
+        hidden = int(text_config(view.config).get("hidden_size") or 0)
+        acts = activation_bytes(calibration[0], calibration[1], hidden, layer.dtype_bytes)
+    algorithm = scheme.llmcompressor.algorithm if scheme.llmcompressor is not None else ""
     return choose_production(requested, blocked=blocked,
                              checkpoint_bytes=sum(shards.values()) or unquantized_bytes,
                              quantized_bytes=quantized_bytes, shards=shards, device=device,
-                             host_bytes=_hardware.host_memory_bytes())
+                             host_bytes=_hardware.host_memory_bytes(), offload_blocked=offload_blocked,
+                             layer=layer, activations=acts, gptq="gptq" in algorithm)
 
 
 def _host_memory_warning(prod: ProductionChoice) -> str:

@@ -1,12 +1,18 @@
-"""The production path: load the whole model into host RAM, or quantize it shard by shard without instantiating it.
+"""The production path: load the whole model into host RAM, quantize it shard by shard without instantiating it,
+or load it offloaded (weights on disk beyond a RAM budget) and calibrate one decoder layer at a time.
 
-Two ways to produce a checkpoint (:data:`PRODUCTION_PATHS`):
+Three ways to produce a checkpoint (:data:`PRODUCTION_PATHS`):
 
 * ``in-memory``: transformers loads the whole model, the backend quantizes it (calibrated or not) and saves it.
   Any scheme; the host holds every weight at once.
 * ``model-free``: the backend reads, quantizes and writes one safetensors shard at a time without building the
   model (llm-compressor's ``model_free_ptq``). Data-free weight schemes only (no calibration, no KV-cache
   scales); the host holds about one shard per worker.
+* ``offloaded``: transformers loads the model through compressed-tensors' ``load_offloaded_model`` with
+  ``device_map="auto_offload"`` and a ``max_memory`` budget for the CPU: the weights beyond the budget stay on
+  disk, and llm-compressor's sequential pipeline onloads one decoder layer at a time to calibrate and quantize
+  it. Any llm-compressor scheme (GPTQ, AWQ, SmoothQuant, static scales, KV-cache scales); the host holds the
+  budget, one layer and its work tensors, and the calibration activations llm-compressor caches between layers.
 
 :func:`choose_production` is the decision ``plan()`` records; the estimates are stated in the plan so a user
 can see why a path was picked or refused. Nothing here imports torch.
@@ -15,11 +21,12 @@ can see why a path was picked or refused. Nothing here imports torch.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-ProductionPath = Literal["in-memory", "model-free"]
+ProductionPath = Literal["in-memory", "model-free", "offloaded"]
 
 #: the production paths and what each does (CLI choices, docs and errors derive from this table)
 PRODUCTION_PATHS: dict[str, str] = {
@@ -27,6 +34,9 @@ PRODUCTION_PATHS: dict[str, str] = {
                  "included) and saves it",
     "model-free": "the backend reads, quantizes and writes one safetensors shard at a time, never building the "
                   "model (llm-compressor model_free_ptq; data-free schemes, no KV-cache calibration)",
+    "offloaded": "transformers loads the model offloaded (compressed-tensors load_offloaded_model, "
+                 "device_map='auto_offload', a host-RAM budget; the rest on disk); llm-compressor's sequential "
+                 "pipeline calibrates and quantizes one decoder layer at a time (any llm-compressor scheme)",
 }
 #: ``production=`` values: a path, or ``auto`` to let the plan choose
 PRODUCTION_CHOICES = ("auto", *PRODUCTION_PATHS)
@@ -45,7 +55,19 @@ MODEL_FREE_OVERHEAD_GIB = 1.5
 #: model-free on GPU: concurrent shard jobs (compressed-tensors runs them one at a time on CPU whatever it is
 #: told: ``exec_jobs_dynamic``'s CPU path)
 MODEL_FREE_MAX_WORKERS = 4
+#: offloaded: torch, transformers and llm-compressor, the save buffers (as in-memory)
+OFFLOADED_OVERHEAD_GIB = 2.0
+#: offloaded: the onloaded layer and its quantized copy (llm-compressor quantizes in place, then compresses on save)
+OFFLOADED_LAYER_FACTOR = 2
+#: offloaded: llm-compressor's IntermediatesCache keeps every calibration sample's layer input on the offload
+#: device (``sequential_offload_device="cpu"``) in the model's dtype; a layer's outputs replace its inputs, so
+#: both exist while one layer runs
+ACTIVATION_COPIES = 2
+#: GPTQ keeps one float32 Hessian of in_features x in_features per Linear of the layer being calibrated
+#: (llmcompressor/modifiers/gptq/helpers.py, ``make_empty_hessian``)
+HESSIAN_BYTES_PER_ELEMENT = 4
 _GIB = 2**30
+_LAYER_RE = re.compile(r"^(.*?\.layers\.\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -73,12 +95,30 @@ class ProductionChoice:
     ``host_bytes`` is this machine's RAM (0: unknown, then nothing is refused); ``blocked`` says why model-free
     cannot be used here (empty when it can)."""
 
+    def where(self) -> str:
+        """Disk and accelerator memory the path needs, for the plan's ``produce`` line."""
+        parts = [f"disk ~{self.disk_bytes / _GIB:.1f} GiB"
+                 + (" (output + offloaded weights)" if self.path == "offloaded" else " (output)")]
+        if self.path == "offloaded" and self.cpu_budget is not None:
+            parts.append(f"RAM budget for weights {self.cpu_budget / _GIB:.1f} GiB")
+        if self.device_bytes:
+            parts.append(f"~{self.device_bytes / _GIB:.1f} GiB per GPU")
+        return ", ".join(parts)
+
     path: str
     reason: str
     workers: int
     needs: tuple[HostMemoryNeed, ...]
     host_bytes: int
     blocked: str = ""
+    #: offloaded: the host-RAM budget for weights (``max_memory={"cpu": ...}``; the rest goes to disk); None:
+    #: RAM unknown, compressed-tensors' own budget (available RAM less 5 GB)
+    cpu_budget: int | None = None
+    #: disk the path writes: the output checkpoint, and on the offloaded path the weights beyond the budget
+    disk_bytes: int = 0
+    #: memory one accelerator needs when the producer runs on GPUs (0: CPU producer)
+    device_bytes: int = 0
+    offload_blocked: str = ""  # why the offloaded path cannot run here (empty when it can)
 
     @property
     def need(self) -> HostMemoryNeed:
@@ -100,6 +140,43 @@ def shard_bytes(tensors: Mapping[str, Any]) -> dict[str, int]:
     return out
 
 
+@dataclass(frozen=True)
+class LayerProfile:
+    """The largest decoder layer of a checkpoint, from its headers: what one sequential step holds."""
+
+    weight_bytes: int  # the layer's weights in the checkpoint's dtype
+    hessian_bytes: int  # GPTQ: float32 in_features^2 per quantizable 2-D weight of the layer
+    count: int  # decoder layers
+    dtype_bytes: int = 2  # bytes per element of its weights (the activations' dtype too: dtype="auto")
+
+
+def layer_profile(tensors: Mapping[str, Any]) -> LayerProfile:
+    """Bytes of the largest ``*.layers.N`` block and the GPTQ Hessians of its 2-D weights, from the headers."""
+    weights: dict[str, int] = {}
+    hessians: dict[str, int] = {}
+    numel: dict[str, int] = {}
+    for name, info in tensors.items():
+        m = _LAYER_RE.match(name)
+        if m is None:
+            continue
+        start, end = getattr(info, "offsets", (0, 0))
+        weights[m.group(1)] = weights.get(m.group(1), 0) + int(end) - int(start)
+        shape = tuple(getattr(info, "shape", ()))
+        numel[m.group(1)] = numel.get(m.group(1), 0) + math.prod(shape)
+        if name.endswith(".weight") and len(shape) == 2:
+            hessians[m.group(1)] = hessians.get(m.group(1), 0) + HESSIAN_BYTES_PER_ELEMENT * shape[1] ** 2
+    if not weights:
+        return LayerProfile(0, 0, 0)
+    largest = max(weights, key=lambda k: weights[k])
+    per = round(weights[largest] / numel[largest]) if numel.get(largest) else 2
+    return LayerProfile(weights[largest], hessians.get(largest, 0), len(weights), max(per, 1))
+
+
+def activation_bytes(samples: int, seq_len: int, hidden: int, dtype_bytes: int) -> int:
+    """Calibration activations llm-compressor caches on the CPU between decoder layers."""
+    return samples * seq_len * hidden * dtype_bytes * ACTIVATION_COPIES
+
+
 def in_memory_need(checkpoint_bytes: int, quantized_bytes: int) -> HostMemoryNeed:
     """The whole model as transformers loads it (``dtype="auto"``: the checkpoint's own dtype), the quantized
     copy ``save_pretrained`` writes from, and the libraries."""
@@ -118,6 +195,19 @@ def model_free_need(largest_shard: int, workers: int) -> HostMemoryNeed:
                                                "the libraries")
 
 
+def offloaded_need(layer: LayerProfile, activations: int, *, gptq: bool) -> HostMemoryNeed:
+    """The least host RAM the offloaded path runs in: every weight on disk, one layer onloaded (and its quantized
+    copy), GPTQ's Hessians for that layer, the cached calibration activations, the libraries. A budget for
+    weights kept in RAM (:attr:`ProductionChoice.cpu_budget`) comes on top."""
+    work = layer.hessian_bytes if gptq else 0
+    total = layer.weight_bytes * OFFLOADED_LAYER_FACTOR + work + activations + int(OFFLOADED_OVERHEAD_GIB * _GIB)
+    hess = f" + GPTQ Hessians {work / _GIB:.2f} GiB" if work else ""
+    return HostMemoryNeed("offloaded", total, f"largest layer {layer.weight_bytes / _GIB:.2f} GiB x "
+                                              f"{OFFLOADED_LAYER_FACTOR}{hess} + calibration activations "
+                                              f"{activations / _GIB:.2f} GiB + {OFFLOADED_OVERHEAD_GIB:g} GiB for the "
+                                              "libraries; weights beyond the RAM budget on disk")
+
+
 def _workers(largest_shard: int, n_shards: int, device: str, host_bytes: int) -> int:
     """Shard jobs at once: 1 on CPU (compressed-tensors runs them in turn there); on GPU as many as the shards,
     :data:`MODEL_FREE_MAX_WORKERS` and a comfortable share of host RAM allow."""
@@ -131,42 +221,69 @@ def _workers(largest_shard: int, n_shards: int, device: str, host_bytes: int) ->
 
 
 def choose_production(requested: str, *, blocked: str, checkpoint_bytes: int, quantized_bytes: int,
-                      shards: Mapping[str, int], device: str, host_bytes: int) -> ProductionChoice:
+                      shards: Mapping[str, int], device: str, host_bytes: int,
+                      offload_blocked: str = "the backend has no offloaded path",
+                      layer: LayerProfile = LayerProfile(0, 0, 0), activations: int = 0,
+                      gptq: bool = False) -> ProductionChoice:
     """Pick the production path.
 
     ``requested`` is ``auto`` or a path; ``blocked`` is why model-free cannot run (empty when it can: a
     checkpoint directory, a data-free scheme, no KV-cache calibration, a backend that declares a model-free
-    path). ``auto`` keeps in-memory while it fits comfortably in ``host_bytes`` and takes model-free when it
-    does not and model-free is possible. A requested path is taken as asked (``plan()`` refuses a requested
-    model-free that is blocked).
+    path); ``offload_blocked`` the same for the offloaded path (a checkpoint directory and a backend that
+    declares one). ``auto`` keeps in-memory while it fits comfortably in ``host_bytes``, then takes model-free
+    when possible, then offloaded. A requested path is taken as asked (``plan()`` refuses a requested path
+    that is blocked).
     """
     largest = max(shards.values(), default=0)
     workers = _workers(largest, len(shards), device, host_bytes)
     mem = in_memory_need(checkpoint_bytes, quantized_bytes)
     free = model_free_need(largest, workers) if not blocked else None
+    off = offloaded_need(layer, activations, gptq=gptq) if not offload_blocked else None
     comfort = int(host_bytes * HOST_RAM_COMFORT)
     ram = f"{host_bytes / _GIB:.1f} GiB of host RAM" if host_bytes else "unknown host RAM"
+    sequential_device = layer.weight_bytes * OFFLOADED_LAYER_FACTOR + (layer.hessian_bytes if gptq else 0)
 
     def choice(path: str, reason: str) -> ProductionChoice:
-        needs = (mem, free) if path == "in-memory" else (free, mem)
+        first = {"in-memory": mem, "model-free": free, "offloaded": off}[path]
+        needs = (first, *(n for n in (mem, free, off) if n is not first))
+        budget: int | None = None
+        disk = quantized_bytes
+        if path == "offloaded" and off is not None:
+            budget = max(0, min(checkpoint_bytes, comfort - off.bytes)) if host_bytes else None
+            disk += checkpoint_bytes - (budget or 0)
+        dev = 0
+        if device == "cuda":
+            dev = int(largest * MODEL_FREE_SHARD_FACTOR) if path == "model-free" else sequential_device
         return ProductionChoice(path, reason, workers if path == "model-free" else 1,
-                                tuple(n for n in needs if n is not None), host_bytes, blocked)
+                                tuple(n for n in needs if n is not None), host_bytes, blocked,
+                                cpu_budget=budget, disk_bytes=disk, device_bytes=dev,
+                                offload_blocked=offload_blocked)
 
-    alt = f"model-free would need ~{free.bytes / _GIB:.1f} GiB" if free else f"model-free cannot run: {blocked}"
+    alts = [f"model-free would need ~{free.bytes / _GIB:.1f} GiB" if free else f"model-free cannot run: {blocked}"]
+    if off is not None:
+        alts.append(f"offloaded would need ~{off.bytes / _GIB:.1f} GiB")
+    alt = "; ".join(alts)
     if requested == "model-free":
         assert free is not None  # plan() refuses a blocked request before asking
         return choice("model-free", f"model-free (requested), shard by shard: needs {free.amount()}; in-memory "
                                     f"would need ~{mem.bytes / _GIB:.1f} GiB; {ram}")
+    if requested == "offloaded":
+        assert off is not None  # plan() refuses a blocked request before asking
+        return choice("offloaded", f"offloaded (requested), one layer at a time: needs {off.amount()}; in-memory "
+                                   f"would need ~{mem.bytes / _GIB:.1f} GiB; {ram}")
     if requested == "in-memory":
         return choice("in-memory", f"in-memory (requested): needs {mem.amount()}; {ram}; {alt}")
     if not host_bytes or mem.bytes <= comfort:
         why = f"within {HOST_RAM_COMFORT:.0%} of {ram}" if host_bytes else ram
         return choice("in-memory", f"in-memory: needs {mem.amount()}, {why}; {alt}")
-    if free is None:
-        return choice("in-memory", f"in-memory: needs {mem.amount()}, more than {HOST_RAM_COMFORT:.0%} of {ram}; "
-                                   f"{alt}")
-    return choice("model-free", f"model-free, shard by shard: in-memory would need ~{mem.bytes / _GIB:.1f} GiB, "
-                                f"more than {HOST_RAM_COMFORT:.0%} of {ram}; model-free needs {free.amount()}")
+    too_big = f"in-memory would need ~{mem.bytes / _GIB:.1f} GiB, more than {HOST_RAM_COMFORT:.0%} of {ram}"
+    if free is not None:
+        return choice("model-free", f"model-free, shard by shard: {too_big}; model-free needs {free.amount()}")
+    if off is not None:
+        return choice("offloaded", f"offloaded, one decoder layer at a time (model-free cannot run: {blocked}): "
+                                   f"{too_big}; offloaded needs {off.amount()}")
+    return choice("in-memory", f"in-memory: needs {mem.amount()}, more than {HOST_RAM_COMFORT:.0%} of {ram}; "
+                               f"{alt}; offloaded cannot run: {offload_blocked}")
 
 
 def host_memory_problem(needs: tuple[HostMemoryNeed, ...], host_bytes: int, blocked: str,
@@ -183,6 +300,12 @@ def host_memory_problem(needs: tuple[HostMemoryNeed, ...], host_bytes: int, bloc
         fix = (f"Model-free is not possible: {blocked}. A data-free scheme ({', '.join(model_free_schemes) or 'none'}) "
                f"without kv_cache='fp8' runs model-free, shard by shard; or use a machine with at least "
                f"{math.ceil(need.bytes / _GIB)} GiB of RAM.")
+    elif need.path == "offloaded":
+        data_free = (f"; a data-free scheme ({', '.join(model_free_schemes)}) runs model-free, shard by shard"
+                     if blocked and model_free_schemes else "")
+        fix = ("The offloaded path keeps the weights it cannot hold on disk, but the calibration activations "
+               "llm-compressor caches between layers stay in RAM: fewer or shorter calibration samples shrink "
+               f"them{data_free}; or use a machine with at least {math.ceil(need.bytes / _GIB)} GiB of RAM.")
     else:
         fix = f"Use a machine with at least {math.ceil(need.bytes / _GIB)} GiB of RAM."
     return message, fix
