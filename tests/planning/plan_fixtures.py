@@ -371,33 +371,6 @@ def deepseek_v3() -> tuple[dict, Tensors]:
     return dict(c), t
 
 
-# --------------------------------------------------------------------------------- Llama-3.1-70B / 405B
-
-def _llama(hidden: int, inter: int, heads: int, kv: int, layers: int) -> tuple[dict, Tensors]:
-    c = dict(LLAMA3_8B_CONFIG, hidden_size=hidden, intermediate_size=inter, num_attention_heads=heads,
-             num_key_value_heads=kv, num_hidden_layers=layers)
-    t: Tensors = {"model.embed_tokens.weight": (BF16, (c["vocab_size"], hidden))}
-    for i in range(layers):
-        p = f"model.layers.{i}"
-        _norm(t, f"{p}.input_layernorm", hidden)
-        _gqa(t, p, hidden, heads, kv, hidden // heads)
-        _norm(t, f"{p}.post_attention_layernorm", hidden)
-        _mlp(t, f"{p}.mlp", hidden, inter)
-    _norm(t, "model.norm", hidden)
-    _lin(t, "lm_head", c["vocab_size"], hidden)
-    return c, t
-
-
-def llama3_70b() -> tuple[dict, Tensors]:
-    """Llama-3.1-70B: 80 layers, hidden 8192, FFN 28672, 64 heads / 8 KV heads (published config.json)."""
-    return _llama(8192, 28672, 64, 8, 80)
-
-
-def llama3_405b() -> tuple[dict, Tensors]:
-    """Llama-3.1-405B: 126 layers, hidden 16384, FFN 53248, 128 heads / 8 KV heads (published config.json)."""
-    return _llama(16384, 53248, 128, 8, 126)
-
-
 # --------------------------------------------------------------------------------------------- Qwen3-235B-A22B
 
 QWEN3_235B_CONFIG = dict(QWEN3_MOE_CONFIG, hidden_size=4096, intermediate_size=12288, moe_intermediate_size=1536,

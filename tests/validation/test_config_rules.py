@@ -230,3 +230,22 @@ def test_report_json_shape(real):
     assert doc["ok"] is False and doc["quant_method"] == "modelopt"
     assert set(doc["findings"][0]) == {"rule", "severity", "module", "message", "fix"}
     json.dumps(doc)
+
+
+@pytest.mark.parametrize(("order", "severity"), [("group", "error"), ("dynamic", "error"), ("static", None),
+                                                 ("weight", None)])
+def test_runtime_activation_ordering_is_refused_by_current_vllm(tmp_path, order, severity):
+    """vLLM 0.32 refuses compressed-tensors actorder group/dynamic (vllm#54809); static/weight need nothing at
+    run time. A real W4A16 layout (Qwen3-MoE, routers 16-bit), only actorder changed."""
+    import synthetic_checkpoints as S
+
+    ckpt = S.ct_checkpoint(tmp_path / "c", S.qwen3_moe(), "ct-w4a16-g128", ["lm_head", r"re:.*\.mlp\.gate$"])
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["quantization_config"]["config_groups"]["group_0"]["weights"]["actorder"] = order
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    found = [f for f in validate(ckpt).by_rule("scheme-resolves") if "actorder" in f.message]
+    if severity is None:
+        assert not found
+    else:
+        assert [f.severity for f in found] == [severity] and "vllm#54809" in found[0].message
+        assert "actorder='static'" in found[0].message

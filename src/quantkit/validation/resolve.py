@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from quantkit.validation.qconfig import ACTIVATION_FORMATS, Group, QArgs
-from quantkit.vllm_facts import MODELOPT_ALGOS
+from quantkit.vllm_facts import ACTORDER_RUNTIME, ACTORDER_RUNTIME_REFUSED_FROM, MODELOPT_ALGOS
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,11 @@ def resolve_group(group: Group, global_format: str | None) -> Resolved | str:
         return group.problem
     if w is None:
         return Resolved("unquantized", None, "dense", 16)
-    if w.actorder in ("group", "dynamic"):
-        return (f"activation ordering actorder={w.actorder!r} is no longer supported by vLLM "
-                "(use static/weight ordering or none)")
+    if w.actorder in ACTORDER_RUNTIME:
+        return (f"activation ordering actorder={w.actorder!r} (a g_idx permutation at run time) is refused by vLLM "
+                f"{'.'.join(map(str, ACTORDER_RUNTIME_REFUSED_FROM))} and later (vllm#54809; RFC vllm#48148): "
+                "re-quantize with GPTQModifier(actorder='static'), llm-compressor's default, which needs nothing at "
+                "run time")
     if _nvfp4(w):
         if i is None:
             return Resolved("CompressedTensorsW4A4Fp4 (A16)", "nvfp4a16", "ct-nvfp4", 4, 16,

@@ -98,7 +98,7 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "Each compressed-tensors config group (weights, input/output activations, format) maps to a vLLM "
          "scheme class; the KV-cache scheme is one vLLM supports.",
          "vLLM raises `No compressed-tensors compatible scheme was found` (or a pydantic error) at load.",
-         ("vllm/model_executor/layers/quantization/compressed_tensors/compressed_tensors.py",),
+         ("vllm/model_executor/layers/quantization/compressed_tensors/compressed_tensors.py", "vllm#54809"),
          "Use a preset scheme (FP8_DYNAMIC, W4A16, W8A8, NVFP4, NVFP4A16, FP8_BLOCK, ...) for the group."),
     Rule("hardware-capability", 9, "The target GPU runs the scheme",
          "With `--hardware`, the target's compute capability meets the method's and the scheme's minimum "
