@@ -191,3 +191,30 @@ def test_cli_plans_for_a_capability(arch_dir: Callable[[str], Path], capsys: pyt
     assert any(w.startswith("[hardware]") and "79.6 GiB" in w for w in data["warnings"])
     assert main(["plan", str(arch_dir("llama3")), "-H", "sm110"]) == 2
     assert "sm110:80" in capsys.readouterr().err
+
+
+#: ``nvidia-smi --query-gpu=name,compute_cap,memory.total`` rows of parts the hardware table did not have when
+#: issue 11 was filed (H800 ... GB10 are table rows now, the rest are planned from their SM)
+MISSING_PARTS = [
+    ("NVIDIA H800, 9.0, 81559", 90), ("NVIDIA A800-SXM4-80GB, 8.0, 81920", 80), ("NVIDIA H20, 9.0, 97871", 90),
+    ("NVIDIA L40, 8.9, 46068", 89), ("NVIDIA RTX A6000, 8.6, 49140", 86),
+    ("NVIDIA RTX PRO 6000 Blackwell Server Edition, 12.0, 97887", 120), ("NVIDIA GB10, 12.1, [N/A]", 121),
+    ("NVIDIA RTX 6000 Ada Generation, 8.9, 49140", 89), ("NVIDIA A40, 8.6, 46068", 86),
+    ("NVIDIA A2, 8.6, 15356", 86), ("NVIDIA Jetson AGX Orin, 8.7, 62800", 87),
+]
+
+
+@pytest.mark.parametrize("row,cap", MISSING_PARTS)
+def test_missing_parts_get_gpu_settings_and_a_scheme_their_sm_runs(real_detection: Path, row: str, cap: int,
+                                                                   arch_dir: Callable[[str], Path]) -> None:
+    from quantkit.hardware import support
+
+    _fake_nvidia_smi(real_detection, row)
+    p = plan(arch_dir("llama3"))
+    assert p.hardware.kind == "cuda" and p.hardware.capability == cap, p.hardware
+    _assert_cuda_settings(p.vllm_args, p.vllm_env)
+    assert support(p.scheme, p.hardware).runs, (p.scheme.name, cap)
+    if cap >= 89:  # FP8 (or FP4) tensor cores: never the INT8 path of older parts
+        assert p.scheme.weights.type == "float", (p.scheme.name, cap)
+    elif cap < 89:  # no FP8 tensor cores: no FP8-activation scheme
+        assert p.scheme.activations is None or p.scheme.activations.type != "float", (p.scheme.name, cap)

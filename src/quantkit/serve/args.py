@@ -21,7 +21,7 @@ from quantkit.planning.ignore import checkpoint_module_names
 from quantkit.planning.memory import GIB, MemoryFit, memory_fit, weight_inventory
 from quantkit.planning.parallel import choose_parallel
 from quantkit.serve.command import QUANTKIT_ONLY_ENV, env_prefix, flag_name, serve_argv
-from quantkit.serve.engine import lora_reason, scheme_format, serve_plan
+from quantkit.serve.engine import check_quantized_shards, lora_reason, scheme_format, serve_plan
 from quantkit.vllm_facts import moe_backend_env
 
 #: what vLLM serves when config.json names no context length
@@ -109,6 +109,8 @@ def serve_args(path: str | Path, hardware: HardwareName | str | Hardware | None 
     memory_tp = None if gpus is not None or nodes > 1 else fit(None, 1, max_model_len or model_len).gpus
     layout = choose_parallel(config, tensors, hw, gpus=gpus, nodes=nodes, memory_tp=memory_tp)
     tp, pp = layout.tensor_parallel_size, layout.pipeline_parallel_size
+    if tp > 1 and sp.quant_method and not sp.online:  # the groups / FP8 blocks per shard of a produced checkpoint
+        check_quantized_shards(Path(path), tp)
     where = f"{tp} x {hw.name}" + (f" x {pp} nodes" if pp > 1 else "")
     length = max_model_len or model_len
     f = fit(tp, pp, length)

@@ -228,6 +228,8 @@ def _check_parallel(view: CheckpointView, engine_args: Mapping[str, Any]) -> Non
     if tp * pp == 1:
         return
     problems = [p for p in shard_problems(view.config, view.tensors, tp, pp=pp) if p.severity == "error"]
+    if not problems and detect_quant_method(view):
+        check_quantized_shards(view.path, tp)
     if problems:
         valid = valid_tp_sizes(lambda t: [p for p in shard_problems(view.config, view.tensors, t, pp=pp)
                                           if p.severity == "error"], max(tp, 8))
@@ -236,6 +238,30 @@ def _check_parallel(view: CheckpointView, engine_args: Mapping[str, Any]) -> Non
             f"TP {tp}" + (f" x PP {pp}" if pp > 1 else "") + " cannot shard this checkpoint: "
             + "; ".join(p.render() for p in problems) + f" (vLLM: {PARALLEL_RULES[first.rule].upstream}).",
             fix=f"{PARALLEL_RULES[first.rule].fix} TP sizes that pass here: {', '.join(map(str, valid)) or 'none'}.")
+
+
+#: validator rules whose verdict depends on the tensor-parallel size of a quantized checkpoint
+TP_DEPENDENT_RULES = ("group-size-divides",)
+
+
+def check_quantized_shards(path: Path, tp: int) -> None:
+    """A quantized checkpoint at ``tp``: the validator's per-shard rules (the group or FP8 block of each layer, read
+    from its ``quantization_config`` and the packed tensors' headers) -- what shard_problems, which sees only the
+    16-bit shapes, cannot judge. An error is a ParallelismError naming the TP sizes that pass."""
+    from quantkit.validation import validate
+
+    def errors(t: int) -> list[Any]:
+        return [f for f in validate(path, tensor_parallel_size=t).findings
+                if f.rule in TP_DEPENDENT_RULES and f.severity == "error"]
+
+    found = errors(tp)
+    if found:
+        valid = [t for t in (1, 2, 4, 8, 16) if t <= max(tp, 8) and t != tp and not errors(t)]
+        raise ParallelismError(
+            f"TP {tp} cannot shard this quantized checkpoint: "
+            + "; ".join(f"[{f.rule}] {f.message}" for f in found[:3])
+            + " (vLLM checks each shard's group: compressed_tensors_wNa16.py / marlin_utils.py).",
+            fix=f"{found[0].fix} TP sizes that pass here: {', '.join(map(str, valid)) or 'none'}.")
 
 
 def cpu_rank_binding(ranks: int) -> str:
