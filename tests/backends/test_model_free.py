@@ -95,17 +95,35 @@ def test_a_model_object_is_never_read_from_its_files(sharded_llama: Path) -> Non
 
 def test_a_crash_mid_run_publishes_nothing(sharded_llama: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """model_free_ptq has no resume: a failed run leaves no output and no staging directory (a killed one
-    leaves a staging directory the next run sweeps); nothing half-written looks like a checkpoint."""
+    """A run that fails after its first shard leaves no output and no staging directory, only the resumable
+    partial directory (no index, no config: nothing half-written looks like a checkpoint); the re-run resumes
+    from it, publishes, and removes it."""
     import llmcompressor.entrypoints.model_free as mf
 
-    def crash(model_stub: str, save_directory: str, **kwargs: Any) -> None:
+    real, calls = mf.model_free_ptq, []
+
+    def crash_on_the_second_call(model_stub: str, save_directory: str, **kwargs: Any) -> None:
+        calls.append(model_stub)
+        if len(calls) == 1:
+            return real(model_stub, save_directory, **kwargs)
         first = sorted(Path(model_stub).glob("*.safetensors"))[0]
+        Path(save_directory).mkdir(parents=True, exist_ok=True)
         (Path(save_directory) / first.name).write_bytes(first.read_bytes()[:100])  # a shard cut short
         raise RuntimeError("worker died")
 
-    monkeypatch.setattr(mf, "model_free_ptq", crash)
+    monkeypatch.setattr(mf, "model_free_ptq", crash_on_the_second_call)
     with pytest.raises(BackendError, match="worker died") as exc:
         quantize(sharded_llama, "fp8-dynamic", hardware="h100", output_dir=tmp_path / "out", production="model-free")
     assert isinstance(exc.value.__cause__, RuntimeError)
-    assert not list(tmp_path.iterdir())
+    [partial] = tmp_path.iterdir()
+    assert partial.name.startswith(".out.quantkit-partial-")
+    first = sorted(p.name for p in sharded_llama.glob("*.safetensors"))[0]
+    assert sorted(p.name for p in partial.glob("*.safetensors")) == [first]
+    assert not list(partial.glob("*.json*")) or [p.name for p in partial.glob("*.json")] == ["quantkit-resume.json"]
+
+    monkeypatch.setattr(mf, "model_free_ptq", real)
+    res = quantize(sharded_llama, "fp8-dynamic", hardware="h100", output_dir=tmp_path / "out",
+                   production="model-free")
+    shards = len(list(sharded_llama.glob("*.safetensors")))
+    assert any(f"1 of {shards} shard(s) already finished" in n for n in res.notes), res.notes
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
