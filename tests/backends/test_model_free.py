@@ -127,3 +127,68 @@ def test_a_crash_mid_run_publishes_nothing(sharded_llama: Path, tmp_path: Path,
     shards = len(list(sharded_llama.glob("*.safetensors")))
     assert any(f"1 of {shards} shard(s) already finished" in n for n in res.notes), res.notes
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def _sha256s(path: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted([*path.glob("*.safetensors"), path / INDEX])}
+
+
+def test_a_killed_model_free_run_resumes_and_writes_the_same_files(sharded_llama: Path, tmp_path: Path) -> None:
+    """`quantkit quantize --path model-free` SIGKILLed once a shard is finished: the re-run skips the finished
+    shards, says from which shard it restarted, and publishes the same bytes (shards and index) as an
+    uninterrupted run and as one plain model_free_ptq call."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    cmd = [str(Path(sys.executable).with_name("quantkit")), "quantize", str(sharded_llama), "-s", "fp8-dynamic",
+           "-H", "h100", "--path", "model-free", "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while not done and proc.poll() is None and time.monotonic() < deadline:
+            for manifest in tmp_path.glob(".out.quantkit-partial-*/quantkit-resume.json"):
+                try:
+                    done = json.loads(manifest.read_text())["done"]
+                except (OSError, ValueError):  # replaced while read
+                    pass
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before a shard was finished"
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()  # nothing half-written at the output path
+    [partial] = tmp_path.glob(".out.quantkit-partial-*")
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    m = re.search(r"(\d+) of (\d+) shard\(s\) already finished and verified .*restarting from shard (\d+)",
+                  rerun.stdout + rerun.stderr)
+    assert m, rerun.stdout + rerun.stderr
+    assert int(m[1]) >= len(done) and int(m[2]) == len(list(sharded_llama.glob("*.safetensors")))
+    assert not partial.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    ref = quantize(sharded_llama, "fp8-dynamic", hardware="h100", output_dir=tmp_path / "ref",
+                   production="model-free")
+    assert _sha256s(out) == _sha256s(ref.output_dir)
+    assert (out / "config.json").read_bytes() == (ref.output_dir / "config.json").read_bytes()
+
+    # and the same as llm-compressor's own single call with the config quantkit builds
+    from compressed_tensors.quantization import QuantizationConfig
+    from llmcompressor.entrypoints.model_free import model_free_ptq
+
+    qcfg = json.loads((out / "config.json").read_text())["quantization_config"]
+    config = QuantizationConfig.model_validate({k: v for k, v in qcfg.items() if k not in (
+        "quant_method", "version", "transform_config")} | {"quantization_status": "initialized"})
+    model_free_ptq(str(sharded_llama), str(tmp_path / "raw"), config=config, device="cpu")
+    assert _sha256s(out) == _sha256s(tmp_path / "raw")

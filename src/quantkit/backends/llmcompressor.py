@@ -211,8 +211,9 @@ class LlmCompressorBackend(Backend):
                  device)
         t0 = time.perf_counter()
         try:
-            run = ResumableModelFree(job.source, config, job.output_dir or out_dir)
-            resumed = run.run(out_dir, workers=job.workers, device=device)
+            with _library_output():  # importing llm-compressor's model-free modules logs already
+                run = ResumableModelFree(job.source, config, job.output_dir or out_dir)
+                resumed = run.run(out_dir, workers=job.workers, device=device)
             if job.output_dir is None:  # nothing to resume into: the partial directory was only scratch
                 atomic.discard_partials(out_dir)
         except Exception as exc:  # translate at the boundary, keep the cause
@@ -369,15 +370,14 @@ class ResumableModelFree:
             # the source's order: shard jobs load their tensors in index order
             (view / "model.safetensors.index.json").write_text(json.dumps(
                 {"metadata": {}, "weight_map": {k: v for k, v in weight_map.items() if v in wanted}}))
-            with _library_output():
-                model_free_ptq(str(view), str(work), config=self.config, max_workers=workers, device=device)
+            model_free_ptq(str(view), str(work), config=self.config, max_workers=workers, device=device)
             for s in batch:
                 os.replace(work / s, partial / s)
                 done[s] = {"size": (partial / s).stat().st_size, "sha256": _sha256(partial / s)}
             _write_json(partial / RESUME_MANIFEST, manifest)
             shutil.rmtree(view)
             shutil.rmtree(work)
-            log.info("model-free: %d/%d shard(s) done", len(done), total)
+            log.debug("model-free: %d/%d shard(s) done", len(done), total)
             steps.step("quantizing shard by shard (model-free)", len(done), total)
 
         # the checkpoint, as one model_free_ptq call leaves it: the source's other files, the shards, the index
