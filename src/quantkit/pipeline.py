@@ -271,7 +271,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
         source_name = str(source)
         mjob = ModelFreeJob(source=source, scheme=sch, ignore=chosen.ignore, group_size=chosen.group_size,
                             workers=chosen.production_workers, device=_device(),
-                            options={"for_vllm": chosen.for_vllm, "hardware": hw.name})
+                            options={"for_vllm": chosen.for_vllm, "hardware": hw.name}, output_dir=out)
 
         def produce(tmp: Path) -> Any:
             return runner.produce_model_free(mjob, tmp)
@@ -390,6 +390,8 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
         findings = _validate(tmp, out, chosen, runner)
         timings["validate_s"] = time.perf_counter() - t1
         atomic.publish(tmp, out, overwrite=overwrite)
+        if chosen.production == "model-free":  # published: the finished shards kept for a resume are done with
+            atomic.discard_partials(out)
     except BaseException:
         if tmp.exists():
             atomic.discard(tmp)

@@ -95,17 +95,100 @@ def test_a_model_object_is_never_read_from_its_files(sharded_llama: Path) -> Non
 
 def test_a_crash_mid_run_publishes_nothing(sharded_llama: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """model_free_ptq has no resume: a failed run leaves no output and no staging directory (a killed one
-    leaves a staging directory the next run sweeps); nothing half-written looks like a checkpoint."""
+    """A run that fails after its first shard leaves no output and no staging directory, only the resumable
+    partial directory (no index, no config: nothing half-written looks like a checkpoint); the re-run resumes
+    from it, publishes, and removes it."""
     import llmcompressor.entrypoints.model_free as mf
 
-    def crash(model_stub: str, save_directory: str, **kwargs: Any) -> None:
+    real, calls = mf.model_free_ptq, []
+
+    def crash_on_the_second_call(model_stub: str, save_directory: str, **kwargs: Any) -> None:
+        calls.append(model_stub)
+        if len(calls) == 1:
+            return real(model_stub, save_directory, **kwargs)
         first = sorted(Path(model_stub).glob("*.safetensors"))[0]
+        Path(save_directory).mkdir(parents=True, exist_ok=True)
         (Path(save_directory) / first.name).write_bytes(first.read_bytes()[:100])  # a shard cut short
         raise RuntimeError("worker died")
 
-    monkeypatch.setattr(mf, "model_free_ptq", crash)
+    monkeypatch.setattr(mf, "model_free_ptq", crash_on_the_second_call)
     with pytest.raises(BackendError, match="worker died") as exc:
         quantize(sharded_llama, "fp8-dynamic", hardware="h100", output_dir=tmp_path / "out", production="model-free")
     assert isinstance(exc.value.__cause__, RuntimeError)
-    assert not list(tmp_path.iterdir())
+    [partial] = tmp_path.iterdir()
+    assert partial.name.startswith(".out.quantkit-partial-")
+    first = sorted(p.name for p in sharded_llama.glob("*.safetensors"))[0]
+    assert sorted(p.name for p in partial.glob("*.safetensors")) == [first]
+    assert not list(partial.glob("*.json*")) or [p.name for p in partial.glob("*.json")] == ["quantkit-resume.json"]
+
+    monkeypatch.setattr(mf, "model_free_ptq", real)
+    res = quantize(sharded_llama, "fp8-dynamic", hardware="h100", output_dir=tmp_path / "out",
+                   production="model-free")
+    shards = len(list(sharded_llama.glob("*.safetensors")))
+    assert any(f"1 of {shards} shard(s) already finished" in n for n in res.notes), res.notes
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def _sha256s(path: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted([*path.glob("*.safetensors"), path / INDEX])}
+
+
+def test_a_killed_model_free_run_resumes_and_writes_the_same_files(sharded_llama: Path, tmp_path: Path) -> None:
+    """`quantkit quantize --path model-free` SIGKILLed once a shard is finished: the re-run skips the finished
+    shards, says from which shard it restarted, and publishes the same bytes (shards and index) as an
+    uninterrupted run and as one plain model_free_ptq call."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    cmd = [str(Path(sys.executable).with_name("quantkit")), "quantize", str(sharded_llama), "-s", "fp8-dynamic",
+           "-H", "h100", "--path", "model-free", "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 120
+        while not done and proc.poll() is None and time.monotonic() < deadline:
+            for manifest in tmp_path.glob(".out.quantkit-partial-*/quantkit-resume.json"):
+                try:
+                    done = json.loads(manifest.read_text())["done"]
+                except (OSError, ValueError):  # replaced while read
+                    pass
+            time.sleep(0.005)
+        assert proc.poll() is None, "the run ended before a shard was finished"
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists()  # nothing half-written at the output path
+    [partial] = tmp_path.glob(".out.quantkit-partial-*")
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    m = re.search(r"(\d+) of (\d+) shard\(s\) already finished and verified .*restarting from shard (\d+)",
+                  rerun.stdout + rerun.stderr)
+    assert m, rerun.stdout + rerun.stderr
+    assert int(m[1]) >= len(done) and int(m[2]) == len(list(sharded_llama.glob("*.safetensors")))
+    assert not partial.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    ref = quantize(sharded_llama, "fp8-dynamic", hardware="h100", output_dir=tmp_path / "ref",
+                   production="model-free")
+    assert _sha256s(out) == _sha256s(ref.output_dir)
+    assert (out / "config.json").read_bytes() == (ref.output_dir / "config.json").read_bytes()
+
+    # and the same as llm-compressor's own single call with the config quantkit builds
+    from compressed_tensors.quantization import QuantizationConfig
+    from llmcompressor.entrypoints.model_free import model_free_ptq
+
+    qcfg = json.loads((out / "config.json").read_text())["quantization_config"]
+    config = QuantizationConfig.model_validate({k: v for k, v in qcfg.items() if k not in (
+        "quant_method", "version", "transform_config")} | {"quantization_status": "initialized"})
+    model_free_ptq(str(sharded_llama), str(tmp_path / "raw"), config=config, device="cpu")
+    assert _sha256s(out) == _sha256s(tmp_path / "raw")

@@ -117,3 +117,16 @@ def test_next_run_removes_staging_dirs_of_dead_processes_only(tmp_path: Path,
     atomic.publish(tmp, out, overwrite=False)
     atomic.discard(atomic.staging_dir(out))
     assert not previous.exists() and live.exists()
+
+
+def test_sweep_keeps_a_resumable_partial_dir(tmp_path: Path) -> None:
+    """A model-free run's finished shards (``.NAME.quantkit-partial-KEY``) outlive the run that wrote them: the
+    stale-staging sweep never removes them; only publishing the output does."""
+    out = tmp_path / "out"
+    partial = atomic.partial_dir(out, "0123abcd")
+    (partial / "model-00001-of-00002.safetensors").write_bytes(b"x")
+    assert atomic.parse_staging_name(partial.name) is None
+    atomic.staging_dir(out)
+    assert atomic.partial_dirs(out) == [partial] and (partial / "model-00001-of-00002.safetensors").is_file()
+    atomic.discard_partials(out)
+    assert not partial.exists()

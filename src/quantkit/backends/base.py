@@ -91,6 +91,9 @@ class ModelFreeJob:
     workers: int
     device: str
     options: dict[str, Any] = field(default_factory=dict)
+    #: the final output directory: a backend that can resume keeps its finished shards beside it
+    #: (``checkpoint.atomic.partial_dir``); None runs without resume
+    output_dir: Path | None = None
 
 
 @dataclass

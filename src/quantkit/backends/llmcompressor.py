@@ -15,8 +15,12 @@ building the model, for checkpoints bigger than host RAM.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +36,7 @@ from quantkit.backends.base import (
     SupportQuery,
     register_backend,
 )
+from quantkit.checkpoint import atomic
 from quantkit.errors import BackendError, UnsupportedSchemeError
 from quantkit.schemes import Scheme, get_scheme
 
@@ -180,20 +185,21 @@ class LlmCompressorBackend(Backend):
                                     "load_offloaded_model (device_map='auto_offload')")
 
     def produce_model_free(self, job: ModelFreeJob, out_dir: Path) -> ProduceResult:
-        """Run llm-compressor's ``model_free_ptq`` from ``job.source`` into ``out_dir``.
+        """Run llm-compressor's ``model_free_ptq`` from ``job.source`` into ``out_dir``, resumably.
 
-        ``model_free_ptq`` copies every other file of the checkpoint (config, tokenizer, generation config),
-        writes one output shard per source shard under the same name, rewrites the index and adds the
-        ``quantization_config`` to ``config.json``. It has no resume: all shards run in one call, with no way to
-        skip finished ones (``_process_shard`` is private), so a killed run starts again from the first shard;
-        its staging directory is swept by the next run (``checkpoint/atomic.py``), never published.
+        The output is what one ``model_free_ptq`` call writes: one output shard per source shard under the same
+        name, every other file of the checkpoint copied (config, tokenizer, generation config), the index
+        rewritten and the ``quantization_config`` added to ``config.json``. llm-compressor 0.14 has no resume
+        (its per-shard function ``_process_shard`` is private), so quantkit calls the public ``model_free_ptq``
+        once per group of shards, each on a view of the source that lists only that group
+        (:class:`ResumableModelFree`); finished shards wait in ``.NAME.quantkit-partial-KEY`` beside
+        ``job.output_dir``, and a killed run re-run with the same plan and source skips them.
         """
         import torch
         from compressed_tensors.quantization import (
             QuantizationConfig,
             QuantizationStatus,
         )
-        from llmcompressor.entrypoints.model_free import model_free_ptq
 
         result = ProduceResult()
         ignore = [*job.ignore, *model_free_extra_ignore(job.source, job.ignore)]
@@ -203,19 +209,220 @@ class LlmCompressorBackend(Backend):
                                    if job.device == "cuda" and torch.cuda.is_available() else "cpu")
         log.info("quantizing %s model-free (shard by shard, %d worker(s) on %s)", job.scheme.name, job.workers,
                  device)
-        progress.current().step(f"quantizing {job.source.name} shard by shard (model-free)")
         t0 = time.perf_counter()
         try:
-            with _library_output():
-                model_free_ptq(str(job.source), str(out_dir), config=config, max_workers=job.workers,
-                               device=device)
+            with _library_output():  # importing llm-compressor's model-free modules logs already
+                run = ResumableModelFree(job.source, config, job.output_dir or out_dir)
+                resumed = run.run(out_dir, workers=job.workers, device=device)
+            if job.output_dir is None:  # nothing to resume into: the partial directory was only scratch
+                atomic.discard_partials(out_dir)
         except Exception as exc:  # translate at the boundary, keep the cause
             raise BackendError(f"llm-compressor model_free_ptq failed on {job.scheme.name}: "
                                f"{type(exc).__name__}: {exc}",
                                fix="See the chained exception; production='in-memory' quantizes through the "
                                    "model instead.") from exc
+        if resumed:
+            result.notes.append(resumed)
         result.timings["quantize_s"] = time.perf_counter() - t0
         return result
+
+
+#: the record of a resumable model-free run, in its partial directory
+RESUME_MANIFEST = "quantkit-resume.json"
+
+
+class ResumableModelFree:
+    """A ``model_free_ptq`` run that survives being killed.
+
+    The source's shards are split into groups closed under llm-compressor's own dependencies (NVFP4/MXFP4 load
+    the fused partners of q/k/v and gate/up from other shards: ``ModelFreePtqConverter.get_dependencies``; FP8
+    has none, so each shard is its own group). Each group runs through the public ``model_free_ptq`` on a view
+    directory that symlinks the group's shards and holds an index listing only their tensors, so every shard
+    job loads exactly the tensors it loads in one whole-checkpoint call and writes the same bytes. A finished
+    shard is moved into the partial directory and recorded (size, sha256) in its manifest; the manifest also
+    holds the key of the run: the quantization config, the library versions and each source shard's size,
+    mtime and header hash. A run whose key differs discards the partial directory, and says so.
+    """
+
+    def __init__(self, source: Path, config: Any, output_dir: Path) -> None:
+        from llmcompressor.entrypoints.model_free.validate import validate_config
+
+        self.source = source
+        # what model_free_ptq does to the config first (it swaps minmax observers in place), done here so the
+        # key and the final quantization_config are the same whether or not this process quantized a shard
+        self.config = validate_config(config, None, ())
+        self.output_dir = output_dir
+        self.shards = sorted(p.name for p in source.glob("*.safetensors"))
+        self.fingerprint = self._fingerprint()
+        self.key = hashlib.sha256(json.dumps(self.fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _fingerprint(self) -> dict[str, Any]:
+        from importlib import metadata
+
+        shards = {}
+        for name in self.shards:
+            path = self.source / name
+            st = path.stat()
+            with open(path, "rb") as fh:  # the header names every tensor, its dtype, shape and offsets
+                size = int.from_bytes(fh.read(8), "little")
+                header = hashlib.sha256(fh.read(size)).hexdigest()
+            shards[name] = [st.st_size, st.st_mtime_ns, header]
+        return {"config": self.config.model_dump(mode="json"), "source": str(self.source.resolve()),
+                "shards": shards, "versions": {p: metadata.version(p) for p in ("llmcompressor", "compressed-tensors")}}
+
+    def groups(self) -> list[list[str]]:
+        """Shards that must be quantized together (union of each weight's shard with its partners'), in source
+        order."""
+        from llmcompressor.entrypoints.model_free.converter import ModelFreePtqConverter
+
+        weight_map = self._weight_map()
+        parent = {s: s for s in self.shards}
+
+        def root(s: str) -> str:
+            while parent[s] != s:
+                parent[s] = parent[parent[s]]
+                s = parent[s]
+            return s
+
+        converter = ModelFreePtqConverter(self.config)
+        for name, shard in weight_map.items():
+            for dep in converter.get_dependencies(name):
+                if dep in weight_map:
+                    parent[root(weight_map[dep])] = root(shard)
+        groups: dict[str, list[str]] = {}
+        for s in self.shards:
+            groups.setdefault(root(s), []).append(s)
+        return list(groups.values())
+
+    def _weight_map(self) -> dict[str, str]:
+        index = sorted(self.source.glob("*.safetensors.index.json"))
+        if index:
+            return dict(json.loads(index[0].read_text())["weight_map"])
+        from safetensors import safe_open
+
+        out: dict[str, str] = {}
+        for name in self.shards:
+            with safe_open(self.source / name, "pt") as fh:
+                out.update(dict.fromkeys(fh.keys(), name))  # noqa: SIM118 - safe_open is not a dict
+        return out
+
+    def _open_partial(self) -> tuple[Path, dict[str, Any]]:
+        """The partial directory for this run's key, with its verified finished shards; others are discarded."""
+        for other in atomic.partial_dirs(self.output_dir):
+            if not other.name.endswith(f"-{self.key}"):
+                log.warning("discarding %s: a partial model-free run for another plan or source (the scheme, "
+                            "ignore list, library versions or a source shard changed)", other)
+                shutil.rmtree(other, ignore_errors=True)
+        partial = atomic.partial_dir(self.output_dir, self.key)
+        manifest_path = partial / RESUME_MANIFEST
+        manifest: dict[str, Any] = {"fingerprint": self.fingerprint, "done": {}}
+        if manifest_path.is_file():
+            try:
+                old = json.loads(manifest_path.read_text())
+            except (OSError, ValueError):
+                old = {}
+            if old.get("fingerprint") == self.fingerprint:
+                for name, rec in old.get("done", {}).items():
+                    path = partial / name
+                    if path.is_file() and path.stat().st_size == rec["size"] and _sha256(path) == rec["sha256"]:
+                        manifest["done"][name] = rec
+                    else:
+                        log.warning("re-doing %s: the finished shard in %s does not match its record", name, partial)
+            else:
+                log.warning("discarding the shards in %s: its record is for another plan or source", partial)
+        for child in partial.iterdir():  # anything unrecorded is a shard or a view cut short by a kill
+            if child.name != RESUME_MANIFEST and child.name not in manifest["done"]:
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        _write_json(manifest_path, manifest)
+        return partial, manifest
+
+    def run(self, out_dir: Path, *, workers: int, device: str | list[str]) -> str | None:
+        """Quantize every shard not finished yet, then assemble the checkpoint in ``out_dir``; returns a note
+        when it resumed."""
+        from compressed_tensors.utils.safetensors_load import update_safetensors_index
+        from llmcompressor.entrypoints.model_free import model_free_ptq
+        from llmcompressor.entrypoints.model_free.save_utils import update_config
+
+        partial, manifest = self._open_partial()
+        done: dict[str, Any] = manifest["done"]
+        total = len(self.shards)
+        note = None
+        if done:
+            first = next((i for i, s in enumerate(self.shards) if s not in done), total)
+            note = (f"resumed a killed model-free run: {len(done)} of {total} shard(s) already finished and verified "
+                    f"in {partial.name}, restarting from shard {first + 1}")
+            log.warning("%s", note)
+        steps = progress.current()
+        steps.step("quantizing shard by shard (model-free)", len(done), total)
+        pending = [g for g in self.groups() if not all(s in done for s in g)]
+        weight_map = self._weight_map()
+        # a batch of `workers` groups per model_free_ptq call keeps its threads busy; a kill loses at most one batch
+        batch_size = max(workers, 1)
+        for start in range(0, len(pending), batch_size):
+            batch = [s for g in pending[start:start + batch_size] for s in g]
+            view, work = partial / "view", partial / "work"
+            for d in (view, work):
+                shutil.rmtree(d, ignore_errors=True)
+            view.mkdir()
+            for s in batch:
+                (view / s).symlink_to((self.source / s).resolve())
+            wanted = set(batch)
+            # the source's order: shard jobs load their tensors in index order
+            (view / "model.safetensors.index.json").write_text(json.dumps(
+                {"metadata": {}, "weight_map": {k: v for k, v in weight_map.items() if v in wanted}}))
+            model_free_ptq(str(view), str(work), config=self.config, max_workers=workers, device=device)
+            for s in batch:
+                os.replace(work / s, partial / s)
+                done[s] = {"size": (partial / s).stat().st_size, "sha256": _sha256(partial / s)}
+            _write_json(partial / RESUME_MANIFEST, manifest)
+            shutil.rmtree(view)
+            shutil.rmtree(work)
+            log.debug("model-free: %d/%d shard(s) done", len(done), total)
+            steps.step("quantizing shard by shard (model-free)", len(done), total)
+
+        # the checkpoint, as one model_free_ptq call leaves it: the source's other files, the shards, the index
+        # and the quantization config (written by llm-compressor's and compressed-tensors' own functions)
+        for path in sorted(self.source.rglob("*")):
+            rel = path.relative_to(self.source)
+            if path.is_dir() or str(rel).endswith("safetensors") or str(rel).startswith((".cache", ".gitattributes")):
+                continue
+            (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, out_dir / rel)
+        out_map: dict[str, str] = {}
+        total_size = 0
+        for s in self.shards:
+            try:
+                os.link(partial / s, out_dir / s)  # a sibling on the same filesystem: no copy
+            except OSError:
+                shutil.copyfile(partial / s, out_dir / s)
+            for name, nbytes in _tensor_bytes(out_dir / s).items():
+                out_map[name] = s
+                total_size += nbytes
+        update_safetensors_index(str(out_dir), total_size, out_map)
+        update_config(str(out_dir), self.config)
+        return note
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _tensor_bytes(path: Path) -> dict[str, int]:
+    """Each tensor's byte size from a safetensors header (what model_free_ptq sums into the index's
+    ``total_size``)."""
+    with open(path, "rb") as fh:
+        header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+    return {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 def model_free_extra_ignore(source: Path, ignore: tuple[str, ...] | list[str]) -> list[str]:

@@ -8,6 +8,11 @@ A run killed hard (SIGKILL, OOM killer, power loss) cannot clean up after itself
 stays behind. Staging names carry the writer's PID and host, so the next run staging the same output on the
 same host removes the ones whose process is gone (:func:`sweep_stale`), and ``quantkit validate`` warns on
 one (:func:`parse_staging_name`).
+
+A model-free run also keeps its finished output shards in a resumable sibling, ``.NAME.quantkit-partial-KEY``
+(:func:`partial_dir`), where ``KEY`` names the plan and source it was made for. It never looks like a
+checkpoint (no index, no config), the stale-staging sweep leaves it alone, the next run of the same plan
+resumes from it, and it is removed once that run's output is published (:func:`discard_partials`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ REJECTED_SUFFIX = ".rejected"
 #: absent in names written before it existed
 _STAGING_RE = re.compile(r"^\.(?P<output>.+)\.quantkit-(?P<kind>tmp|old|offload)-(?P<pid>\d+)"
                          r"(?:-(?P<millis>\d+)(?:-(?P<host>[A-Za-z0-9_-]+))?)?$")
+
+
+_PARTIAL_RE = re.compile(r"^\.(?P<output>.+)\.quantkit-partial-(?P<key>[0-9a-f]+)$")
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,30 @@ def staging_dir(output_dir: Path) -> Path:
     tmp = output_dir.parent / f".{output_dir.name}.quantkit-tmp-{os.getpid()}-{int(time.time() * 1000)}-{_host()}"
     tmp.mkdir()
     return tmp
+
+
+def partial_dir(output_dir: Path, key: str) -> Path:
+    """The resumable sibling of ``output_dir`` for the model-free run identified by ``key`` (a hex digest of its
+    plan and source); created if missing. Not a staging directory: :func:`sweep_stale` never removes it."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    path = output_dir.parent / f".{output_dir.name}.quantkit-partial-{key}"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def partial_dirs(output_dir: Path) -> list[Path]:
+    """Every resumable model-free directory of ``output_dir`` (whatever plan it was for)."""
+    if not output_dir.parent.is_dir():
+        return []
+    return sorted(p for p in output_dir.parent.iterdir()
+                  if (m := _PARTIAL_RE.match(p.name)) and m["output"] == output_dir.name and p.is_dir()
+                  and not p.is_symlink())
+
+
+def discard_partials(output_dir: Path) -> None:
+    """Remove the resumable model-free directories of ``output_dir`` (its output is published)."""
+    for p in partial_dirs(output_dir):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def offload_dir(output_dir: Path) -> Path:
