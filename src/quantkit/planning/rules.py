@@ -90,7 +90,13 @@ class SelectionRule:
 _FP8_WHY = "FP8 W8A8 runs on FP8 tensor cores, is data-free (no calibration) and near-lossless"
 _BLOCK_WHY = ("FP8 block-wise (128x128) is the first choice for MoE: data-free, official vLLM support, and it "
               "avoids the per-tensor FP8 MoE shape bugs")
-_W4A16_WHY = "INT4 weights (GPTQ-calibrated) with 16-bit activations: 4x smaller weights on the Marlin kernel"
+_W4A16_WHY = ("INT4 weights (GPTQ-calibrated) with 16-bit activations: 4x smaller weights on the Marlin kernel; "
+              "GPTQ halves round-to-nearest's loss in one pass per layer (embedded model: +18.9 % vs +42.3 % "
+              "perplexity), AutoRound is kept for accuracy-critical plans (docs/benchmarks.md)")
+_AUTOROUND_WHY = ("INT4 weights tuned by AutoRound (the same format and kernels as GPTQ's w4a16): accuracy-critical "
+                  "4-bit takes the algorithm with the smallest measured loss; on the embedded model at group 64 its "
+                  "perplexity rise was a third of GPTQ's (+6.4 % vs +18.9 %; round-to-nearest +42.3 %), for a "
+                  "longer quantize (200 tuning steps per layer; docs/benchmarks.md, benchmarks/quality.py)")
 _INT8_WHY = "INT8 W8A8 (SmoothQuant + GPTQ) runs on INT8 tensor cores: near-lossless 8-bit without FP8 hardware"
 
 SELECTION_RULES: tuple[SelectionRule, ...] = (
@@ -99,8 +105,8 @@ SELECTION_RULES: tuple[SelectionRule, ...] = (
                   "cuda", ("accuracy",), 100, 119, moe=True),
     SelectionRule("blackwell-accuracy", "fp8-dynamic", _FP8_WHY + "; the accuracy workload stays 8-bit",
                   "cuda", ("accuracy",), 100, 119),
-    SelectionRule("blackwell-critical-memory", "w4a16", _W4A16_WHY + "; accuracy-critical 4-bit avoids "
-                  "quantizing activations to FP4", "cuda", ("memory",), 100, 119, accuracy_critical=True),
+    SelectionRule("blackwell-critical-memory", "w4a16-autoround", _AUTOROUND_WHY + "; accuracy-critical 4-bit "
+                  "avoids quantizing activations to FP4", "cuda", ("memory",), 100, 119, accuracy_critical=True),
     SelectionRule("blackwell-critical-moe", "fp8-block", _BLOCK_WHY + "; accuracy-critical keeps 8-bit unless "
                   "memory demands 4-bit", "cuda", ALL, 100, 119, moe=True, accuracy_critical=True),
     SelectionRule("blackwell-critical", "fp8-dynamic", _FP8_WHY + "; accuracy-critical keeps 8-bit unless "
@@ -115,6 +121,8 @@ SELECTION_RULES: tuple[SelectionRule, ...] = (
     SelectionRule("sm120-fp8", "fp8-dynamic", _FP8_WHY + "; desktop Blackwell is production only for FP8",
                   "cuda", ALL, 120, 129, upstream="vllm#31085"),
     # Hopper and Ada (SM 8.9-9.x): FP8 tensor cores.
+    SelectionRule("fp8gpu-critical-memory", "w4a16-autoround", _AUTOROUND_WHY, "cuda", ("memory",), 89, 99,
+                  accuracy_critical=True),
     SelectionRule("fp8gpu-memory", "w4a16", _W4A16_WHY + " (Machete on Hopper)", "cuda", ("memory",), 89, 99),
     SelectionRule("fp8gpu-moe", "fp8-block", _BLOCK_WHY, "cuda", ALL, 89, 99, moe=True),
     SelectionRule("fp8gpu-dense", "fp8-dynamic", _FP8_WHY, "cuda", ALL, 89, 99),
@@ -122,6 +130,8 @@ SELECTION_RULES: tuple[SelectionRule, ...] = (
     SelectionRule("ampere-int8", "w8a8-int8", _INT8_WHY, "cuda", ("accuracy", "throughput"), 80, 88),
     SelectionRule("ampere-critical", "w8a8-int8", _INT8_WHY + "; accuracy-critical keeps 8-bit unless memory "
                   "demands 4-bit", "cuda", ("balanced",), 80, 88, accuracy_critical=True),
+    SelectionRule("ampere-critical-memory", "w4a16-autoround", _AUTOROUND_WHY, "cuda", ("memory",), 80, 88,
+                  accuracy_critical=True),
     SelectionRule("ampere-w4a16", "w4a16", _W4A16_WHY + "; memory-bound decode is the common case on Ampere",
                   "cuda", ("balanced", "memory"), 80, 88),
     # Turing (SM 7.5): INT8 tensor cores; INT4 through the GPTQ/Exllama kernels.
