@@ -31,13 +31,14 @@ def generate_command(
     kv_cache_dtype: str = typer.Option(None, "--kv-cache-dtype", help="Override the KV-cache dtype."),
     tensor_parallel_size: int = typer.Option(None, "--tensor-parallel-size", "--tp", min=1, help="Passed to vLLM."),
     max_model_len: int = typer.Option(None, "--max-model-len", min=1, help="Passed to vLLM."),
+    dtype: str = typer.Option(None, "--dtype", help="Passed to vLLM (e.g. float32; default: the plan's)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
 ) -> None:
     """Load PATH with quantkit.load() (vLLM), generate greedily, and report speed and perplexity."""
     from quantkit.serve.engine import serve_plan
 
     engine_args = {k: v for k, v in {"tensor_parallel_size": tensor_parallel_size,
-                                     "max_model_len": max_model_len}.items() if v is not None}
+                                     "max_model_len": max_model_len, "dtype": dtype}.items() if v is not None}
     with _load.json_errors(as_json), _load.work_output_to_stderr():
         serve_plan(path, hardware, kv_cache_dtype=kv_cache_dtype)  # bad path or hardware: exit 2 before vLLM
         if perplexity and eval_data is not None:
