@@ -484,13 +484,18 @@ class MoeEnvFact:
     upstream: str = "vllm/envs.py"
 
 
-#: recommended MoE backends (FlashInfer CUTLASS/TRT-LLM kernels on datacenter Blackwell; not SM 12.x, where the
-#: FP4 MoE kernels are not dispatched)
+#: MoE kernels per format on datacenter Blackwell. vLLM 0.32 chooses them itself: `--moe-backend auto` (the
+#: default) asks the per-format oracles (vllm/model_executor/layers/fused_moe/oracle/nvfp4.py, fp8.py), which
+#: pick FlashInfer's CUTLASS/TRT-LLM kernels where they run; the VLLM_USE_FLASHINFER_MOE_FP4 / _FP8 variables of
+#: earlier releases are no longer read (vllm/envs.py 0.32 has only _INT4), so the plan sets no variable and says so
 MOE_BACKEND_ENV: tuple[MoeEnvFact, ...] = (
-    MoeEnvFact(("nvfp4/nvfp4",), (100, 103), {"VLLM_USE_FLASHINFER_MOE_FP4": "1"},
-               "FlashInfer CUTLASS NVFP4 MoE kernels on Blackwell (vLLM's default is its own CUTLASS path)"),
-    MoeEnvFact(("fp8/fp8", "fp8/fp8-static", "fp8-block/fp8"), (100, 103), {"VLLM_USE_FLASHINFER_MOE_FP8": "1"},
-               "FlashInfer FP8 MoE kernels on Blackwell"),
+    MoeEnvFact(("nvfp4/nvfp4",), (100, 103), {},
+               "vLLM 0.32 picks the NVFP4 MoE kernel itself (--moe-backend auto: FlashInfer CUTLASS/TRT-LLM on "
+               "Blackwell, fused_moe/oracle/nvfp4.py); VLLM_USE_FLASHINFER_MOE_FP4 is no longer read",
+               "vllm/model_executor/layers/fused_moe/oracle/nvfp4.py"),
+    MoeEnvFact(("fp8/fp8", "fp8/fp8-static", "fp8-block/fp8"), (100, 103), {},
+               "vLLM 0.32 picks the FP8 MoE kernel itself (--moe-backend auto, fused_moe/oracle/fp8.py); "
+               "VLLM_USE_FLASHINFER_MOE_FP8 is no longer read", "vllm/model_executor/layers/fused_moe/oracle/fp8.py"),
 )
 
 
@@ -501,7 +506,8 @@ def moe_backend_env(format_key: str, capability: int | None) -> tuple[dict[str, 
     for fact in MOE_BACKEND_ENV:
         if format_key in fact.formats and capability in fact.sms:
             env.update(fact.env)
-            why += [f"{k}={v}: {fact.why} ({fact.upstream})" for k, v in fact.env.items()]
+            why += [f"{k}={v}: {fact.why} ({fact.upstream})" for k, v in fact.env.items()] or [
+                f"{fact.why} ({fact.upstream})"]
     return env, why
 
 

@@ -166,7 +166,10 @@ def serve_args(path: str | Path, hardware: HardwareName | str | Hardware | None 
     if moe and hw.kind == "cuda" and fmt and not lora:  # the FlashInfer MoE kernels have no LoRA path
         moe_env, moe_why = moe_backend_env(fmt, hw.capability)
         env.update(moe_env)
-        reasons.update({w.split("=", 1)[0]: w.split(": ", 1)[1] for w in moe_why})
+        if moe_env:
+            reasons.update({w.split("=", 1)[0]: w.split(": ", 1)[1] for w in moe_why})
+        elif moe_why:  # vLLM chooses the MoE kernel itself: nothing to set, say so
+            reasons["moe-backend"] = "; ".join(moe_why)
     for w in (*sp.warnings, *layout.warnings):
         reasons.setdefault("warning", w)
     return ServeArgs(serve_argv(path, engine), env, reasons, engine)
