@@ -91,9 +91,9 @@ def test_quantize_runs_the_toy_backend(toy: None, embedded_path: Path, tmp_path:
 def test_registration_refuses_what_would_break_the_tables(toy: None) -> None:
     with pytest.raises(QuantkitError, match="already"):
         register_scheme(TOY_SCHEME)
-    new_format = Scheme(name="toy-int8-wo", summary="INT8 weight-only", weights=QuantArgs(8, "int", "channel"),
+    new_format = Scheme(name="toy-int2-wo", summary="INT2 weight-only", weights=QuantArgs(2, "int", "channel"),
                         activations=None, needs_calibration=True)
-    with pytest.raises(QuantkitError, match="vllm_facts.py"):  # int8/16bit: no fact says how vLLM serves it
+    with pytest.raises(QuantkitError, match="vllm_facts.py"):  # int2/16bit: no fact says how vLLM serves it
         register_scheme(new_format)
 
     class Other(ToyBackend):
