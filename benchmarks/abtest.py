@@ -77,3 +77,20 @@ def report(title: str, raw_label: str, raw: list[dict], qk: list[dict]) -> None:
     for key, label in METRICS:
         r, q = (statistics.median(x[key] for x in xs) for xs in (raw, qk))
         print(f"{label:12}{r:14.2f}{q:12.2f}{q / r:8.3f}")
+
+
+#: ``python -c BUILD_LLAMA OUT HIDDEN LAYERS SHARD INTERMEDIATE``: a random-weight Llama (bf16, the embedded
+#: tokenizer, 64-wide heads, 4 query heads per KV head) saved in shards of SHARD
+BUILD_LLAMA = '''
+import sys, torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from quantkit.models.embedded import embedded_model_path
+out, hidden, layers, shard, inter = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+tok = AutoTokenizer.from_pretrained(embedded_model_path())
+cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=hidden, intermediate_size=inter,
+                           num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 256,
+                           tie_word_embeddings=False)
+torch.manual_seed(0)
+AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(out, max_shard_size=shard)
+tok.save_pretrained(out)
+'''

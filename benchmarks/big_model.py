@@ -24,21 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from abtest import run, side
-
-BUILD = '''
-import sys, torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-from quantkit.models.embedded import embedded_model_path
-out, hidden, layers, shard = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-tok = AutoTokenizer.from_pretrained(embedded_model_path())
-cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 11 // 4,
-                           num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 256,
-                           tie_word_embeddings=False)
-torch.manual_seed(0)
-AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(out, max_shard_size=shard)
-tok.save_pretrained(out)
-'''
+from abtest import BUILD_LLAMA, run, side
 
 QUANTIZE = side('''
     import quantkit
@@ -102,7 +88,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="qk-big-model-") as tmp:
         for layers in (a.layers, 2 * a.layers):
             model = Path(tmp) / f"llama-{layers}l"
-            subprocess.run([sys.executable, "-c", BUILD, str(model), str(a.hidden), str(layers), a.shard],
+            subprocess.run([sys.executable, "-c", BUILD_LLAMA, str(model), str(a.hidden), str(layers), a.shard,
+                            str(a.hidden * 11 // 4)],
                            check=True, capture_output=True)
             shards = sorted(model.glob("*.safetensors"))
             size = sum(p.stat().st_size for p in shards)

@@ -23,21 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from abtest import METRICS, run, side
-
-BUILD = '''
-import sys, torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-from quantkit.models.embedded import embedded_model_path
-out, hidden, layers, shard = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-tok = AutoTokenizer.from_pretrained(embedded_model_path())
-cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 8 // 3 // 64 * 64,
-                           num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=hidden // 256,
-                           tie_word_embeddings=False)
-torch.manual_seed(0)
-AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(out, max_shard_size=shard)
-tok.save_pretrained(out)
-'''
+from abtest import BUILD_LLAMA, METRICS, run, side
 
 PATH = side('''
     import quantkit
@@ -58,7 +44,8 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="qk-model-free-") as tmp:
         model = Path(tmp) / "model"
-        subprocess.run([sys.executable, "-c", BUILD, str(model), str(a.hidden), str(a.layers), a.shard],
+        subprocess.run([sys.executable, "-c", BUILD_LLAMA, str(model), str(a.hidden), str(a.layers), a.shard,
+                        str(a.hidden * 8 // 3 // 64 * 64)],
                        check=True, capture_output=True)
         shards = sorted(model.glob("*.safetensors"))
         size = sum(p.stat().st_size for p in shards)

@@ -35,7 +35,7 @@ from quantkit.checkpoint import atomic
 from quantkit.errors import HostMemoryError, PlanOptionError, QualityBudgetError, ValidationFailedError
 from quantkit.hardware import HardwareName, support
 from quantkit.models.embedded import is_embedded
-from quantkit.planning.mixed import SIXTEEN_BIT, tighter, with_measurement
+from quantkit.planning.mixed import tighter
 from quantkit.planning.planner import EXPLICIT_RULE, Plan, plan
 from quantkit.schemes import KvCacheDtype, SchemeName
 
@@ -318,8 +318,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
                 ignore=current.ignore + (tuple(mixed.ignore_entries()) if mixed else ()),
                 kv_cache=_producer_kv(current), calibration=samples, max_seq_length=max_seq_length,
                 group_size=current.group_size, options={"for_vllm": current.for_vllm, "hardware": hw.name},
-                layer_schemes=tuple((step, tuple(mixed.targets(step))) for step in current.mixed_steps[1:]
-                                    if mixed and step != SIXTEEN_BIT and mixed.targets(step)))
+                layer_schemes=mixed.layer_schemes() if mixed else ())
 
         job = job_for(chosen, loaded.model)
         if offload is not None and source is not None:
@@ -341,7 +340,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
             for attempt in range(1, MIXED_ATTEMPTS + 1):
                 steps.step(f"measuring the mixed checkpoint (attempt {attempt})")
                 measured = checkpoint_rise(tmp, samples, mixed.original_ppl)
-                mixed = with_measurement(mixed, measured, attempt)
+                mixed = replace(mixed, measured_pct=measured, attempts=attempt)
                 log.info("mixed precision attempt %d: predicted %+.2f %%, measured %+.2f %%", attempt,
                          mixed.predicted_pct, measured)
                 if measured <= mixed.budget_pct or attempt == MIXED_ATTEMPTS:
@@ -426,7 +425,7 @@ def _search_mixed(chosen: Plan, model: Any, samples: Any, *, sensitivity: dict[s
                               fix="Pass calibration= (or leave it None for the built-in text).")
     steps = progress.current()
     steps.step("measuring layer sensitivity for mixed precision")
-    decision, _ = search_mixed(model, samples, ignore=chosen.ignore, group_size=chosen.group_size,
+    decision = search_mixed(model, samples, ignore=chosen.ignore, group_size=chosen.group_size,
                                       steps=chosen.mixed_steps, steps_reason=chosen.mixed_reason,
                                       budget_pct=chosen.max_ppl_rise, target_pct=target_pct,
                                       sensitivity=sensitivity)

@@ -29,3 +29,15 @@ def tiny_qwen3_next(tmp_path_factory: pytest.TempPathFactory, embedded_path: Pat
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def sharded_llama(tmp_path_factory: pytest.TempPathFactory, embedded_path: Path) -> Path:
+    """A 2-layer random Llama in 50 KB shards (embeddings, lm_head and the layers in 6 files), with the embedded
+    model's tokenizer: q/k/v and gate/up of one layer land in different shards."""
+    from tiny_models import save_tiny_llama
+
+    out = save_tiny_llama(tmp_path_factory.mktemp("sharded-llama") / "tiny-llama", embedded_path,
+                          max_shard_size="50KB")
+    assert len(list(out.glob("*.safetensors"))) >= 2
+    return out

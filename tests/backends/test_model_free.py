@@ -9,32 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny_models import save_tiny_llama
+from tiny_models import load_tensors
 
 from quantkit import hardware, plan, quantize, validate
 from quantkit.errors import BackendError, PlanOptionError
 
 INDEX = "model.safetensors.index.json"
-
-
-@pytest.fixture(scope="module")
-def sharded_llama(tmp_path_factory: pytest.TempPathFactory, embedded_path: Path) -> Path:
-    """A 2-layer random Llama in 50 KB shards (embeddings, lm_head and the layers in 6 files), with the embedded
-    model's tokenizer: q/k/v and gate/up of one layer land in different shards."""
-    out = save_tiny_llama(tmp_path_factory.mktemp("sharded-llama") / "tiny-llama", embedded_path,
-                          max_shard_size="50KB")
-    assert len(list(out.glob("*.safetensors"))) >= 2
-    return out
-
-
-def _tensors(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    out = {}
-    for f in sorted(path.glob("*.safetensors")):
-        with safe_open(f, "pt") as fh:
-            out.update({k: fh.get_tensor(k) for k in fh.keys()})  # noqa: SIM118 - safe_open is not a dict
-    return out
 
 
 @pytest.mark.parametrize("scheme", ["fp8-dynamic", "nvfp4a16"])
@@ -48,7 +28,7 @@ def test_model_free_matches_the_in_memory_checkpoint(scheme: str, sharded_llama:
     src_shards = sorted(p.name for p in sharded_llama.glob("*.safetensors"))
     assert sorted(p.name for p in out.glob("*.safetensors")) == src_shards
     index = json.loads((out / INDEX).read_text())
-    tensors = _tensors(out)
+    tensors = load_tensors(out)
     assert set(index["weight_map"]) == set(tensors) and set(index["weight_map"].values()) == set(src_shards)
     # model_free_ptq copied the tokenizer and wrote the quantization config
     assert (out / "tokenizer.json").is_file() and (out / "tokenizer_config.json").is_file()
@@ -58,7 +38,7 @@ def test_model_free_matches_the_in_memory_checkpoint(scheme: str, sharded_llama:
     manifest = json.loads((out / "quantkit.json").read_text())
     assert manifest["production"] == "model-free" and manifest["num_calibration_samples"] == 0
     # the same checkpoint as the in-memory path: names, dtypes, shapes and values
-    ref = _tensors(mem.output_dir)
+    ref = load_tensors(mem.output_dir)
     assert set(tensors) == set(ref)
     for name, t in tensors.items():
         assert (t.dtype, tuple(t.shape)) == (ref[name].dtype, tuple(ref[name].shape)), name

@@ -7,32 +7,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-from tiny_models import save_tiny_llama
+from tiny_models import load_tensors
 
 from quantkit import hardware, plan, quantize, validate
 from quantkit.errors import PlanOptionError
 
 GIB = 2**30
 CALIB = {"num_calibration_samples": 8, "max_seq_length": 64}
-
-
-@pytest.fixture(scope="module")
-def sharded_llama(tmp_path_factory: pytest.TempPathFactory, embedded_path: Path) -> Path:
-    return save_tiny_llama(tmp_path_factory.mktemp("offload-llama") / "tiny-llama", embedded_path,
-                           max_shard_size="50KB")
-
-
-def _tensors(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    out = {}
-    for f in sorted(path.glob("*.safetensors")):
-        with safe_open(f, "pt") as fh:
-            out.update({k: fh.get_tensor(k) for k in fh.keys()})  # noqa: SIM118 - safe_open is not a dict
-    return out
 
 
 def test_offloaded_gptq_matches_the_in_memory_checkpoint(sharded_llama: Path, tmp_path: Path,
@@ -55,7 +38,7 @@ def test_offloaded_gptq_matches_the_in_memory_checkpoint(sharded_llama: Path, tm
     # the offload folder is gone: nothing but the published checkpoint next to it
     assert sorted(x.name for x in tmp_path.iterdir()) == ["mem", "off"]
     # measured: GPTQ on the offloaded model writes the same bytes as on the model in RAM
-    ref, got = _tensors(mem.output_dir), _tensors(off.output_dir)
+    ref, got = load_tensors(mem.output_dir), load_tensors(off.output_dir)
     assert set(got) == set(ref)
     for name, t in got.items():
         assert t.dtype == ref[name].dtype and t.shape == ref[name].shape, name
@@ -71,7 +54,7 @@ def test_offloaded_data_free_scheme_runs(sharded_llama: Path, tmp_path: Path) ->
     free = quantize(sharded_llama, "fp8-dynamic", hardware="h100", output_dir=tmp_path / "free",
                     production="model-free")
     assert validate(off.output_dir, hardware="h100").ok
-    ref, got = _tensors(free.output_dir), _tensors(off.output_dir)
+    ref, got = load_tensors(free.output_dir), load_tensors(off.output_dir)
     assert set(got) == set(ref)
     assert all(got[k].float().sub(ref[k].float()).abs().max().item() == 0 for k in got)
 

@@ -21,3 +21,14 @@ def save_tiny_llama(out: Path, tokenizer_dir: Path, **save_args: object) -> Path
     AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(out, **save_args)
     tok.save_pretrained(out)
     return out
+
+
+def load_tensors(path: Path) -> dict[str, object]:
+    """Every tensor of a checkpoint directory (all its shards), by name."""
+    from safetensors import safe_open
+
+    out = {}
+    for f in sorted(path.glob("*.safetensors")):
+        with safe_open(f, "pt") as fh:
+            out.update({k: fh.get_tensor(k) for k in fh.keys()})  # noqa: SIM118 - safe_open is not a dict
+    return out

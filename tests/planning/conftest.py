@@ -30,16 +30,7 @@ def _pinned_machine(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def arch_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """``arch_dir("qwen3-moe")`` -> a header-only checkpoint directory of that architecture (built once)."""
-    root = tmp_path_factory.mktemp("archs")
-    built: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        if name not in built:
-            config, tensors = plan_fixtures.ARCHITECTURES[name]()
-            built[name] = plan_fixtures.write_checkpoint(root / name, config, tensors)
-        return built[name]
-
-    return get
+    return plan_fixtures.lazy_checkpoints(tmp_path_factory.mktemp("archs"), plan_fixtures.ARCHITECTURES)
 
 
 @pytest.fixture(scope="session")

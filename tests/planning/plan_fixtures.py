@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 Tensors = dict[str, tuple[str, tuple[int, ...]]]
@@ -148,19 +149,23 @@ def _qwen_moe(t: Tensors, p: str, h: int, experts: int, inter: int, shared: int 
         _lin(t, f"{p}.mlp.shared_expert_gate", 1, h)
 
 
-def qwen3_30b_a3b() -> tuple[dict, Tensors]:
-    c = QWEN3_MOE_CONFIG
+def _qwen3_moe_model(c: dict) -> tuple[dict, Tensors]:
+    """A Qwen3-MoE checkpoint of config ``c``: GQA with q/k norms, routed experts, no shared expert."""
     h, t = c["hidden_size"], {}
     t["model.embed_tokens.weight"] = (BF16, (c["vocab_size"], h))
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}"
         _norm(t, f"{p}.input_layernorm", h)
-        _gqa(t, p, h, 32, 4, 128, qk_norm=True)
+        _gqa(t, p, h, c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"], qk_norm=True)
         _norm(t, f"{p}.post_attention_layernorm", h)
         _qwen_moe(t, p, h, c["num_experts"], c["moe_intermediate_size"])
     _norm(t, "model.norm", h)
     _lin(t, "lm_head", c["vocab_size"], h)
     return dict(c), t
+
+
+def qwen3_30b_a3b() -> tuple[dict, Tensors]:
+    return _qwen3_moe_model(QWEN3_MOE_CONFIG)
 
 
 # --------------------------------------------------------------------------------------------- Qwen3-Next-80B-A3B
@@ -380,18 +385,7 @@ QWEN3_235B_CONFIG = dict(QWEN3_MOE_CONFIG, hidden_size=4096, intermediate_size=1
 
 def qwen3_235b_a22b() -> tuple[dict, Tensors]:
     """Qwen3-235B-A22B: 94 layers, 64 heads / 4 KV heads, 128 experts of 1536 (published config.json)."""
-    c = QWEN3_235B_CONFIG
-    h, t = c["hidden_size"], {}
-    t["model.embed_tokens.weight"] = (BF16, (c["vocab_size"], h))
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}"
-        _norm(t, f"{p}.input_layernorm", h)
-        _gqa(t, p, h, 64, 4, 128, qk_norm=True)
-        _norm(t, f"{p}.post_attention_layernorm", h)
-        _qwen_moe(t, p, h, c["num_experts"], c["moe_intermediate_size"])
-    _norm(t, "model.norm", h)
-    _lin(t, "lm_head", c["vocab_size"], h)
-    return dict(c), t
+    return _qwen3_moe_model(QWEN3_235B_CONFIG)
 
 
 #: the frontier sizes of the parallelism matrix (not in ARCHITECTURES: every-architecture tests stay fast)
@@ -454,3 +448,16 @@ def _write_shard(path: Path, group: list[tuple[str, str, tuple[int, ...], int]])
         fh.write(struct.pack("<Q", len(raw)))
         fh.write(raw)
         fh.truncate(8 + len(raw) + offset)  # a sparse payload: the real file size, no bytes on disk
+
+
+def lazy_checkpoints(root: Path, table: Mapping[str, Callable[[], tuple[dict, Tensors]]]) -> Callable[[str], Path]:
+    """``get(name)`` -> a header-only checkpoint of ``table[name]`` under ``root``, written on first use."""
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            config, tensors = table[name]()
+            built[name] = write_checkpoint(root / name, config, tensors)
+        return built[name]
+
+    return get

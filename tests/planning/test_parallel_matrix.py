@@ -60,16 +60,7 @@ EXPECTED: dict[str, dict[str, tuple[int, int, bool]]] = {
 
 @pytest.fixture(scope="module")
 def at_scale(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    root = tmp_path_factory.mktemp("at-scale")
-    built: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        if name not in built:
-            config, tensors = plan_fixtures.AT_SCALE[name]()
-            built[name] = plan_fixtures.write_checkpoint(root / name, config, tensors)
-        return built[name]
-
-    return get
+    return plan_fixtures.lazy_checkpoints(tmp_path_factory.mktemp("at-scale"), plan_fixtures.AT_SCALE)
 
 
 @pytest.mark.parametrize("model", list(EXPECTED))

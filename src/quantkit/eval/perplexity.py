@@ -61,17 +61,26 @@ def load_transformers(model_path: str) -> tuple[Any, Any]:
 def perplexity_of_model(model: Any, tokenizer: Any, text: str | None = None, *, context: int = DEFAULT_CONTEXT,
                         max_tokens: int = DEFAULT_MAX_TOKENS) -> dict[str, float]:
     """Perplexity of a loaded transformers model, windowed like ``perplexity_vllm``."""
+    wins = windows(eval_token_ids(tokenizer, text), context=context, max_tokens=max_tokens)
+    nll, n = negative_log_likelihood(model, wins)
+    return {"perplexity": math.exp(nll / n), "tokens": n, "context": context}
+
+
+def negative_log_likelihood(model: Any, wins: Sequence[Sequence[int]]) -> tuple[float, int]:
+    """Summed NLL of every token but the first of each window under a loaded transformers model, and the count."""
     import torch
 
     nll, n = 0.0, 0
+    device = next(model.parameters()).device
     with torch.inference_mode():
-        for w in windows(eval_token_ids(tokenizer, text), context=context, max_tokens=max_tokens):
-            ids = torch.tensor([w])
-            logits = model(ids).logits.float()
-            logp = torch.log_softmax(logits[0, :-1], dim=-1)
+        for w in wins:
+            if len(w) < 2:
+                continue
+            ids = torch.tensor([list(w)], device=device)
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
             nll -= logp.gather(1, ids[0, 1:, None]).sum().item()
             n += len(w) - 1
-    return {"perplexity": math.exp(nll / n), "tokens": n, "context": context}
+    return nll, n
 
 
 def perplexity_transformers(model_path: str, text: str | None = None, *, context: int = DEFAULT_CONTEXT,

@@ -78,18 +78,10 @@ class SensitivityProbe:
         self.evaluations = 0
 
     def perplexity(self) -> float:
-        import torch
+        from quantkit.eval.perplexity import negative_log_likelihood
 
-        nll, n = 0.0, 0
         self.evaluations += 1
-        with torch.inference_mode():
-            for ids in self.batch:
-                if len(ids) < 2:
-                    continue
-                x = torch.tensor([ids], device=next(self.model.parameters()).device)
-                logp = torch.log_softmax(self.model(x).logits[0, :-1].float(), dim=-1)
-                nll -= logp.gather(1, x[0, 1:, None]).sum().item()
-                n += len(ids) - 1
+        nll, n = negative_log_likelihood(self.model, self.batch)
         return math.exp(nll / n)
 
     @contextlib.contextmanager
@@ -118,7 +110,7 @@ class SensitivityProbe:
 def search_mixed(model: Any, samples: Sequence[Sequence[int]], *, ignore: Sequence[str], group_size: int | None,
                  steps: tuple[str, ...], steps_reason: str, budget_pct: float, target_pct: float | None = None,
                  sensitivity: dict[str, float] | None = None, max_tokens: int = SENSITIVITY_TOKENS,
-                 ) -> tuple[MixedPrecision, dict[str, float]]:
+                 ) -> MixedPrecision:
     """Measure each unit's sensitivity (or reuse ``sensitivity``) and let :func:`quantkit.planning.mixed.search`
     choose; the model is left as it was.
 
@@ -135,7 +127,7 @@ def search_mixed(model: Any, samples: Sequence[Sequence[int]], *, ignore: Sequen
         max_tokens: calibration tokens to score.
 
     Returns:
-        (the decision, the per-unit sensitivities).
+        The decision; each choice carries its unit's sensitivity.
     """
     from quantkit import progress
     from quantkit.planning.ignore import ignore_matcher
@@ -165,10 +157,8 @@ def search_mixed(model: Any, samples: Sequence[Sequence[int]], *, ignore: Sequen
 
     chosen, predicted, _spent = search(all_units, sensitivity, predict, budget_pct=target_pct or budget_pct,
                                        steps=steps)
-    decision = decide(all_units, sensitivity, chosen, budget_pct=budget_pct, steps=steps, steps_reason=steps_reason,
-                      original_ppl=original, predicted_pct=predicted, tokens=probe.tokens,
-                      evaluations=probe.evaluations)
-    return decision, sensitivity
+    return decide(all_units, sensitivity, chosen, budget_pct=budget_pct, steps=steps, steps_reason=steps_reason,
+                  original_ppl=original, predicted_pct=predicted, tokens=probe.tokens, evaluations=probe.evaluations)
 
 
 def checkpoint_rise(path: Any, samples: Sequence[Sequence[int]], original_ppl: float, *,

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from quantkit.errors import PlanOptionError, UnsupportedSchemeError
@@ -96,6 +96,15 @@ class MixedPrecision:
     def targets(self, precision: str) -> list[str]:
         """Compact ``re:`` targets naming the units at ``precision`` (their modules and fused names)."""
         return unit_targets(self.units_at(precision))
+
+    def layer_schemes(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(scheme, ``re:`` targets) for each quantized step above the base that holds units (``ProduceJob``)."""
+        out = []
+        for step in self.steps[1:]:
+            targets = self.targets(step) if step != SIXTEEN_BIT else []
+            if targets:
+                out.append((step, tuple(targets)))
+        return tuple(out)
 
     def ignore_entries(self) -> list[str]:
         return self.targets(SIXTEEN_BIT)
@@ -196,6 +205,11 @@ def unit_targets(chosen: Iterable[LayerChoice | Unit]) -> list[str]:
     return out
 
 
+def harm_order(all_units: Sequence[Unit], sensitivity: Mapping[str, float]) -> list[Unit]:
+    """Units by perplexity rise per weight, most harmful first (ties by name): the order promotions follow."""
+    return sorted(all_units, key=lambda u: (-sensitivity[u.name] / max(u.params, 1), u.name))
+
+
 def search(all_units: Sequence[Unit], sensitivity: Mapping[str, float], predict: Callable[[Mapping[str, str]], float],
            *, budget_pct: float, steps: Sequence[str]) -> tuple[dict[str, str], float, int]:
     """Find the fewest promotions that keep ``predict`` within ``budget_pct``.
@@ -210,7 +224,7 @@ def search(all_units: Sequence[Unit], sensitivity: Mapping[str, float], predict:
     Returns:
         (unit -> step for every promoted unit, the predicted rise, predictions spent).
     """
-    order = sorted(all_units, key=lambda u: (-sensitivity[u.name] / max(u.params, 1), u.name))
+    order = harm_order(all_units, sensitivity)
     spent = 0
     cache: dict[tuple[int, int], float] = {}
 
@@ -249,7 +263,7 @@ def decide(all_units: Sequence[Unit], sensitivity: Mapping[str, float], assignme
            budget_pct: float, steps: tuple[str, ...], steps_reason: str, original_ppl: float, predicted_pct: float,
            tokens: int, evaluations: int) -> MixedPrecision:
     """The :class:`MixedPrecision` for a search result, each unit with its rank and reason."""
-    order = sorted(all_units, key=lambda u: (-sensitivity[u.name] / max(u.params, 1), u.name))
+    order = harm_order(all_units, sensitivity)
     rank = {u.name: i + 1 for i, u in enumerate(order)}
     choices = []
     for u in all_units:
@@ -267,7 +281,3 @@ def tighter(mixed: MixedPrecision, measured_pct: float) -> float:
     by how far the measurement overshot the prediction (at least 20 % tighter)."""
     over = max(measured_pct / max(mixed.predicted_pct, 1e-6), 1.25)
     return mixed.budget_pct / over
-
-
-def with_measurement(mixed: MixedPrecision, measured_pct: float, attempts: int) -> MixedPrecision:
-    return replace(mixed, measured_pct=measured_pct, attempts=attempts)

@@ -194,27 +194,33 @@ def gemma3_vlm(cfg: Mapping[str, Any], layout: Mapping[str, Any]) -> Tensors:
     return t
 
 
+def _mamba2(t: Tensors, m: str, h: int, heads: int, dh: int, groups: int, state: int, conv: int,
+            scalar_dtype: str) -> None:
+    """A Mamba-2 mixer at ``m``: in_proj (x, z, B, C, dt), depthwise conv1d, A_log/D/dt_bias stored as
+    ``scalar_dtype`` (BF16 in Granite-4's release, F32 in Nemotron-H's), gated norm, out_proj."""
+    inner = heads * dh
+    S._lin(t, f"{m}.in_proj", 2 * inner + 2 * groups * state + heads, h)
+    t[f"{m}.conv1d.weight"] = ("BF16", (inner + 2 * groups * state, 1, conv))
+    t[f"{m}.conv1d.bias"] = ("BF16", (inner + 2 * groups * state,))
+    for n in ("A_log", "D", "dt_bias"):
+        t[f"{m}.{n}"] = (scalar_dtype, (heads,))
+    S._norm(t, f"{m}.norm", inner)
+    S._lin(t, f"{m}.out_proj", h, inner)
+
+
 def granite4_hybrid(cfg: Mapping[str, Any], layout: Mapping[str, Any]) -> Tensors:
     """GraniteMoeHybrid (Granite-4.0-H): Mamba-2 ``mamba.*`` or attention ``self_attn.*`` per ``layer_types``;
     MoE experts as 3-D ``block_sparse_moe.input_linear/output_linear``, router ``block_sparse_moe.router.layer``,
     ``shared_mlp``. Embeddings are tied."""
     c, h = cfg, cfg["hidden_size"]
     heads, dh, groups, state = c["mamba_n_heads"], c["mamba_d_head"], c["mamba_n_groups"], c["mamba_d_state"]
-    inner = heads * dh
     e, inter, shared = c["num_local_experts"], c["intermediate_size"], c["shared_intermediate_size"]
     t: Tensors = {}
     for i, kind in enumerate(c["layer_types"][: c["num_hidden_layers"]]):
         p = f"model.layers.{i}"
         S._norm(t, f"{p}.input_layernorm", h)
         if kind == "mamba":
-            m = f"{p}.mamba"
-            S._lin(t, f"{m}.in_proj", 2 * inner + 2 * groups * state + heads, h)
-            t[f"{m}.conv1d.weight"] = ("BF16", (inner + 2 * groups * state, 1, c["mamba_d_conv"]))
-            t[f"{m}.conv1d.bias"] = ("BF16", (inner + 2 * groups * state,))
-            for n in ("A_log", "D", "dt_bias"):
-                t[f"{m}.{n}"] = ("BF16", (heads,))
-            S._norm(t, f"{m}.norm", inner)
-            S._lin(t, f"{m}.out_proj", h, inner)
+            _mamba2(t, f"{p}.mamba", h, heads, dh, groups, state, c["mamba_d_conv"], "BF16")
         else:
             _attention(t, f"{p}.self_attn", c)
         S._lin(t, f"{p}.block_sparse_moe.router.layer", e, h)
@@ -232,20 +238,13 @@ def nemotron_h(cfg: Mapping[str, Any], layout: Mapping[str, Any]) -> Tensors:
     (-) by ``hybrid_override_pattern``; ``backbone.embeddings``, ``backbone.norm_f``, ``lm_head``."""
     c, h = cfg, cfg["hidden_size"]
     heads, dh, groups, state = c["mamba_num_heads"], c["mamba_head_dim"], c["n_groups"], c["ssm_state_size"]
-    inner = heads * dh
     t: Tensors = {"backbone.embeddings.weight": ("BF16", (c["vocab_size"], h))}
     for i, kind in enumerate(c["hybrid_override_pattern"]):
         p = f"backbone.layers.{i}"
         S._norm(t, f"{p}.norm", h)
         m = f"{p}.mixer"
         if kind == "M":
-            S._lin(t, f"{m}.in_proj", 2 * inner + 2 * groups * state + heads, h)
-            t[f"{m}.conv1d.weight"] = ("BF16", (inner + 2 * groups * state, 1, c["conv_kernel"]))
-            t[f"{m}.conv1d.bias"] = ("BF16", (inner + 2 * groups * state,))
-            for n in ("A_log", "D", "dt_bias"):
-                t[f"{m}.{n}"] = ("F32", (heads,))
-            S._norm(t, f"{m}.norm", inner)
-            S._lin(t, f"{m}.out_proj", h, inner)
+            _mamba2(t, m, h, heads, dh, groups, state, c["conv_kernel"], "F32")
         elif kind == "*":
             hd = c["head_dim"]
             S._lin(t, f"{m}.q_proj", c["num_attention_heads"] * hd, h)
