@@ -15,6 +15,7 @@ building the model, for checkpoints bigger than host RAM.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -37,6 +38,7 @@ from quantkit.backends.base import (
     register_backend,
 )
 from quantkit.checkpoint import atomic
+from quantkit.checkpoint.reader import read_safetensors_header
 from quantkit.errors import BackendError, UnsupportedSchemeError
 from quantkit.schemes import Scheme, get_scheme
 
@@ -275,7 +277,7 @@ class ResumableModelFree:
         order."""
         from llmcompressor.entrypoints.model_free.converter import ModelFreePtqConverter
 
-        weight_map = self._weight_map()
+        weight_map = self._weight_map
         parent = {s: s for s in self.shards}
 
         def root(s: str) -> str:
@@ -294,17 +296,12 @@ class ResumableModelFree:
             groups.setdefault(root(s), []).append(s)
         return list(groups.values())
 
+    @functools.cached_property
     def _weight_map(self) -> dict[str, str]:
         index = sorted(self.source.glob("*.safetensors.index.json"))
         if index:
             return dict(json.loads(index[0].read_text())["weight_map"])
-        from safetensors import safe_open
-
-        out: dict[str, str] = {}
-        for name in self.shards:
-            with safe_open(self.source / name, "pt") as fh:
-                out.update(dict.fromkeys(fh.keys(), name))  # noqa: SIM118 - safe_open is not a dict
-        return out
+        return {name: shard for shard in self.shards for name in read_safetensors_header(self.source / shard).tensors}
 
     def _open_partial(self) -> tuple[Path, dict[str, Any]]:
         """The partial directory for this run's key, with its verified finished shards; others are discarded."""
@@ -355,7 +352,7 @@ class ResumableModelFree:
         steps = progress.current()
         steps.step("quantizing shard by shard (model-free)", len(done), total)
         pending = [g for g in self.groups() if not all(s in done for s in g)]
-        weight_map = self._weight_map()
+        weight_map = self._weight_map
         # a batch of `workers` groups per model_free_ptq call keeps its threads busy; a kill loses at most one batch
         batch_size = max(workers, 1)
         for start in range(0, len(pending), batch_size):
@@ -395,9 +392,9 @@ class ResumableModelFree:
                 os.link(partial / s, out_dir / s)  # a sibling on the same filesystem: no copy
             except OSError:
                 shutil.copyfile(partial / s, out_dir / s)
-            for name, nbytes in _tensor_bytes(out_dir / s).items():
+            for name, info in read_safetensors_header(out_dir / s).tensors.items():
                 out_map[name] = s
-                total_size += nbytes
+                total_size += info.offsets[1] - info.offsets[0]
         update_safetensors_index(str(out_dir), total_size, out_map)
         update_config(str(out_dir), self.config)
         return note
@@ -409,14 +406,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 24), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _tensor_bytes(path: Path) -> dict[str, int]:
-    """Each tensor's byte size from a safetensors header (what model_free_ptq sums into the index's
-    ``total_size``)."""
-    with open(path, "rb") as fh:
-        header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
-    return {k: v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
 
 
 def _write_json(path: Path, data: Any) -> None:
