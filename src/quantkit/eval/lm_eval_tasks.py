@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from quantkit.errors import MissingDependencyError, PlanOptionError
+from quantkit.errors import OptionalExtraMissingError, PlanOptionError
 
 #: the folder of lm-eval task YAMLs shipped with quantkit (``quantkit_support_mc``: 32 questions, no hub)
 TASK_DIR = Path(__file__).resolve().parents[1] / "data" / "lm_eval"
@@ -55,7 +55,7 @@ def check_lm_eval(tasks: list[str], *, python: Path | None = None) -> None:
     """Fail before any work when lm-eval is missing from the serve environment or a task is unknown to it.
 
     Raises:
-        MissingDependencyError: lm-eval is not importable by the serve interpreter (QK003).
+        OptionalExtraMissingError: lm-eval is not importable by the serve interpreter (QK003).
         PlanOptionError: a task name is not among lm-eval's tasks nor quantkit's local ones.
     """
     from quantkit.serve.remote import _parse, serve_python
@@ -67,7 +67,7 @@ def check_lm_eval(tasks: list[str], *, python: Path | None = None) -> None:
     answer = _parse(lines[-1]) if lines else None
     if answer is None or not answer.get("lm_eval"):
         why = (answer or {}).get("error") or proc.stderr.strip()[-300:]
-        raise MissingDependencyError(f"--lm-eval-tasks needs lm-eval in the serve environment ({py}): {why}",
+        raise OptionalExtraMissingError(f"--lm-eval-tasks needs lm-eval in the serve environment ({py}): {why}",
                                      fix=INSTALL_FIX)
     if answer.get("unknown"):
         raise PlanOptionError(f"Unknown lm-eval task(s): {', '.join(answer['unknown'])}.",
@@ -106,13 +106,13 @@ def score_tasks(path: str | Path, tasks: list[str], *, hardware: str | None = No
     Returns ``{"scores": {task: {"metric": key, "value": float}}, "engine_args": ..., "limit": ...}``.
 
     Raises:
-        MissingDependencyError: lm-eval is not installed here.
+        OptionalExtraMissingError: lm-eval is not installed here.
     """
     try:
         import lm_eval
         from lm_eval.tasks import TaskManager
     except ImportError as exc:
-        raise MissingDependencyError(f"lm-eval is not installed in this environment: {exc}", fix=INSTALL_FIX) from exc
+        raise OptionalExtraMissingError(f"lm-eval is not installed in this environment: {exc}", fix=INSTALL_FIX) from exc
     from quantkit.serve.engine import scoped_env, serve_plan
 
     path = Path(path).resolve()

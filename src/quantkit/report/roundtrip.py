@@ -52,7 +52,7 @@ def check_lm_eval_options(lm_eval_tasks: str | list[str] | tuple[str, ...] | Non
 
     Raises:
         PlanOptionError: ``min_recovery`` without tasks, or an unknown task.
-        MissingDependencyError: lm-eval is not installed in the serve environment.
+        OptionalExtraMissingError: lm-eval is not installed in the serve environment (exit 2).
     """
     from quantkit.errors import PlanOptionError
     from quantkit.eval.lm_eval_tasks import check_lm_eval, local_tasks, parse_tasks
@@ -133,7 +133,6 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
 
     hardware = (get_hardware(hardware) if hardware is not None else default_hardware()).name
     root = Path(output_root)
-    root.mkdir(parents=True, exist_ok=True)
     src = resolve_model_path(None if str(model) == "embedded" else model)
     plans = [plan(src, hardware, scheme=s, kv_cache=kv_cache) for s in schemes]  # bad input fails before vLLM
     from quantkit.calibration import check_calibration, eval_text
@@ -145,6 +144,7 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
     from quantkit.eval.lm_eval_tasks import lm_eval_remote
 
     tasks = check_lm_eval_options(lm_eval_tasks, min_recovery)
+    root.mkdir(parents=True, exist_ok=True)  # only once the input is known good
     orig_title = "measure the original in vLLM"
     titles = [orig_title]
     for p in plans:
