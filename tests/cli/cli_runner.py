@@ -10,7 +10,8 @@ from typing import Any
 from quantkit.cli import main
 
 #: the commands the CLI issue asks for; tests check each is registered, documented and has --help / --json
-COMMANDS = ["quantize", "validate", "plan", "load", "generate", "serve", "roundtrip", "report", "schemes", "hardware"]
+COMMANDS = ["quantize", "validate", "plan", "load", "generate", "lm-eval", "serve", "roundtrip", "report", "schemes",
+            "hardware"]
 
 
 def run_cli(*argv: object) -> tuple[int, str, str]:

@@ -17,6 +17,7 @@ from quantkit.errors import (
     CalibrationDataError,
     CheckpointReadError,
     ModelNotFoundError,
+    OptionalExtraMissingError,
     OutputExistsError,
     PlanOptionError,
     QuantkitError,
@@ -34,7 +35,7 @@ app = typer.Typer(
 
 #: errors that mean "the input was wrong" (exit 2) rather than "a check failed" (exit 1)
 BAD_INPUT = (UnknownNameError, ModelNotFoundError, CheckpointReadError, OutputExistsError,
-             CalibrationDataError, UnsupportedSchemeError, PlanOptionError)
+             CalibrationDataError, UnsupportedSchemeError, PlanOptionError, OptionalExtraMissingError)
 
 #: the exit code of a command stopped by Ctrl-C (128 + SIGINT, what a shell reports)
 INTERRUPTED = 130

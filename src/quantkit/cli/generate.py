@@ -64,3 +64,38 @@ def generate_command(
         src = str(ppl.get("source", "Hamlet")).removeprefix("file ")
         typer.echo(f"  perplexity ({'Hamlet' if src.startswith('built-in') else src}, {ppl['tokens']} tokens): "
                    f"{ppl['perplexity']:.2f}")
+
+
+@app.command("lm-eval")
+def lm_eval_command(
+    path: Path = typer.Argument(..., help="Checkpoint directory."),
+    tasks: str = typer.Option(..., "--tasks", help="lm-eval task(s), comma-separated; quantkit's local tasks "
+                                                   "(e.g. quantkit_support_mc) need no hub."),
+    hardware: str = typer.Option(None, "--hardware", "-H", help="Serving target (default: local GPU, else cpu)."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Score only the first N examples of each task."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else on stdout."),
+) -> None:
+    """Score PATH on lm-eval task(s) with lm-eval's vLLM backend and the engine arguments quantkit serves with."""
+    from quantkit.eval.lm_eval_tasks import check_lm_eval, parse_tasks, score_tasks
+    from quantkit.serve.engine import serve_plan
+
+    names = parse_tasks(tasks)
+    with _load.json_errors(as_json), _load.work_output_to_stderr():
+        serve_plan(path, hardware)  # bad path or hardware: exit 2 before vLLM
+        if _load.vllm_here():
+            _load.route_vllm_logs_to_stderr()
+            res = score_tasks(path, names, hardware=hardware, limit=limit)
+        else:
+            from quantkit.serve.remote import run_quantkit
+
+            check_lm_eval(names)
+            args = ["lm-eval", str(path.resolve()), "--tasks", ",".join(names)]
+            args += ["--hardware", hardware] if hardware else []
+            args += ["--limit", str(limit)] if limit else []
+            res = run_quantkit(args)
+            res.pop("ok", None)
+    if as_json:
+        typer.echo(json.dumps({"ok": True, **res}))
+        return
+    for t, s in res["scores"].items():
+        typer.echo(f"{path}: {t} {s['metric']} = {s['value']}")

@@ -3,7 +3,7 @@
 ``roundtrip`` is the main job: quantize with each scheme, validate, load original and quantized in vLLM,
 generate, and compare. ``report`` does the comparison for checkpoints that already exist. Both write
 ``report.json``, ``report.md`` and ``report.png`` and print a compact table; exit 1 when a checkpoint has
-validator errors or a quality gate (``--max-ppl-rise``) fails.
+validator errors or a quality gate (``--max-ppl-rise``, ``--min-recovery``) fails.
 """
 
 from __future__ import annotations
@@ -26,6 +26,13 @@ EVAL_HELP = ("Held-out text for perplexity: .txt, or .jsonl of {\"text\": ...} r
              "Hamlet). Keep it out of the calibration data.")
 GATE_HELP = ("Quality gate: fail (exit 1, with the table) when a checkpoint's perplexity rises more than this many "
              "percent over the original's.")
+
+
+TASKS_HELP = ("lm-eval task(s), comma-separated, scored on vLLM for the original and each checkpoint (needs lm-eval "
+              "in the serve environment; quantkit_support_mc ships with quantkit, no hub needed).")
+LIMIT_HELP = "Score only the first N examples of each lm-eval task."
+RECOVERY_HELP = ("Quality gate: fail (exit 1, with the table) when a checkpoint's score on an lm-eval task is below "
+                 "this many percent of the original's (quantized ÷ original, per task).")
 
 
 def _check_data(calibration: Path | None, eval_data: Path | None) -> None:
@@ -85,6 +92,9 @@ def roundtrip_command(
                                           "rows (default: the built-in text)."),
     eval_data: Path = typer.Option(None, "--eval-data", help=EVAL_HELP),
     max_ppl_rise: float = typer.Option(None, "--max-ppl-rise", min=0.0, help=GATE_HELP),
+    lm_eval_tasks: str = typer.Option(None, "--lm-eval-tasks", help=TASKS_HELP),
+    lm_eval_limit: int = typer.Option(None, "--lm-eval-limit", min=1, help=LIMIT_HELP),
+    min_recovery: float = typer.Option(None, "--min-recovery", min=0.0, help=RECOVERY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print report.json's content instead of the table."),
 ) -> None:
     """Quantize → validate → load in vLLM → generate → perplexity and speed against the original."""
@@ -103,7 +113,8 @@ def roundtrip_command(
         rep = roundtrip(model, scheme, hardware=hw.name, output_root=output_root, overwrite=overwrite,
                         num_calibration_samples=num_samples, max_seq_length=seq_len, eval_tokens=eval_tokens,
                         speed=speed, kv_cache=kv_cache, verbose=_state["verbose"], calibration=calibration,
-                        eval_data=eval_data, max_ppl_rise=max_ppl_rise)
+                        eval_data=eval_data, max_ppl_rise=max_ppl_rise, lm_eval_tasks=lm_eval_tasks,
+                        lm_eval_limit=lm_eval_limit, min_recovery=min_recovery)
     data = rep.to_dict()
     _finish(data, rep.files, as_json)
 
@@ -119,6 +130,9 @@ def report_command(
     speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure decode tokens/s."),
     eval_data: Path = typer.Option(None, "--eval-data", help=EVAL_HELP),
     max_ppl_rise: float = typer.Option(None, "--max-ppl-rise", min=0.0, help=GATE_HELP),
+    lm_eval_tasks: str = typer.Option(None, "--lm-eval-tasks", help=TASKS_HELP),
+    lm_eval_limit: int = typer.Option(None, "--lm-eval-limit", min=1, help=LIMIT_HELP),
+    min_recovery: float = typer.Option(None, "--min-recovery", min=0.0, help=RECOVERY_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print report.json's content instead of the table."),
 ) -> None:
     """Compare existing checkpoints against ORIGINAL in vLLM: perplexity, agreement, size, speed, findings."""
@@ -127,7 +141,8 @@ def report_command(
     from quantkit.models.loading import resolve_model_path
     from quantkit.report.compare import measure
     from quantkit.report.render import write_report
-    from quantkit.report.roundtrip import compare_checkpoints
+    from quantkit.eval.lm_eval_tasks import lm_eval_remote
+    from quantkit.report.roundtrip import check_lm_eval_options, compare_checkpoints
 
     with json_errors(as_json), work_output_to_stderr():
         hw = (get_hardware(hardware) if hardware else default_hardware()).name
@@ -135,21 +150,29 @@ def report_command(
         for p in [src, *quantized]:
             CheckpointView(p)  # unreadable input is exit 2 before any vLLM work
         _check_data(None, eval_data)
+        tasks = check_lm_eval_options(lm_eval_tasks, min_recovery)  # lm-eval missing: exit 2 before vLLM
         orig = measure(src, hardware=hw, eval_tokens=eval_tokens, speed=speed, eval_data=eval_data)
+        if tasks:
+            orig["lm_eval"] = lm_eval_remote(src, tasks, hardware=hw, limit=lm_eval_limit)
         runs = []
         for q in quantized:
             run = compare_checkpoints(src, q, hardware=hw, eval_tokens=eval_tokens, speed=speed,
                                       original_measure=orig, eval_data=eval_data)["run"]
+            if tasks:
+                run["lm_eval"] = lm_eval_remote(q, tasks, hardware=hw, limit=lm_eval_limit)
             manifest = run.get("manifest") or {}
             run["scheme"] = manifest.get("scheme", q.name)
             if manifest:  # what quantkit recorded when it made the checkpoint (no timings: it was not run here)
                 run["quantize"] = {k: manifest.get(k) for k in ("backend", "notes", "group_size", "ignore")}
             runs.append(run)
         data = {"model": str(src), "hardware": hw, "original": orig, "runs": runs}
-        if max_ppl_rise is not None:
-            from quantkit.report.gates import passed, ppl_rise_gates
+        from quantkit.report.gates import passed, ppl_rise_gates, recovery_gates
 
-            data["gates"] = [g.to_dict() for g in ppl_rise_gates(runs, max_ppl_rise)]
+        gates = ppl_rise_gates(runs, max_ppl_rise) if max_ppl_rise is not None else []
+        if min_recovery is not None:
+            gates += recovery_gates(orig.get("lm_eval"), runs, tasks, min_recovery)
+        if max_ppl_rise is not None or min_recovery is not None:
+            data["gates"] = [g.to_dict() for g in gates]
             data["passed"] = passed(data["gates"])
         files = write_report(data, output_dir)
     _finish(data, files, as_json)

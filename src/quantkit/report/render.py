@@ -184,13 +184,15 @@ def _gate_lines(data: dict[str, Any]) -> list[tuple[bool, str]]:
 def print_gates(data: dict[str, Any]) -> None:
     """The quality gates, one line each, and the verdict (nothing when no gate was set)."""
     from rich.console import Console
+    from rich.markup import escape
 
     lines = _gate_lines(data)
     if not lines:
         return
     console = Console(width=max(Console().width, 110))
     for ok, line in lines:
-        console.print(("[green]PASS[/green] " if ok else "[bold red]FAIL[/bold red] ") + line, highlight=False)
+        # escape: "min-recovery[task]" would otherwise be read as a rich markup tag and vanish
+        console.print(("[green]PASS[/green] " if ok else "[bold red]FAIL[/bold red] ") + escape(line), highlight=False)
     verdict = all(ok for ok, _ in lines)
     console.print("gates: " + ("[green]all passed[/green]" if verdict else "[bold red]failed[/bold red] (exit 1)"),
                   highlight=False)

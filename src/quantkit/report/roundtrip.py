@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from quantkit.report.compare import checkpoint_bytes, greedy_agreement, measure
-from quantkit.report.gates import GateResult, ppl_rise_gates
+from quantkit.report.gates import GateResult, ppl_rise_gates, recovery_gates
 from quantkit.report.gates import passed as gates_passed
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,26 @@ class RoundTripReport:
 def _ppl(m: dict[str, Any]) -> float | None:
     p = m.get("perplexity")
     return p.get("perplexity") if isinstance(p, dict) else None
+
+
+def check_lm_eval_options(lm_eval_tasks: str | list[str] | tuple[str, ...] | None,
+                           min_recovery: float | None) -> list[str]:
+    """The task list, after checking before any work that lm-eval and the tasks exist in the serve environment.
+
+    Raises:
+        PlanOptionError: ``min_recovery`` without tasks, or an unknown task.
+        OptionalExtraMissingError: lm-eval is not installed in the serve environment (exit 2).
+    """
+    from quantkit.errors import PlanOptionError
+    from quantkit.eval.lm_eval_tasks import check_lm_eval, local_tasks, parse_tasks
+
+    tasks = parse_tasks(lm_eval_tasks)
+    if min_recovery is not None and not tasks:
+        raise PlanOptionError("--min-recovery needs the lm-eval task(s) it gates on.",
+                              fix=f"Add --lm-eval-tasks TASK[,TASK] (e.g. {', '.join(local_tasks())}).")
+    if tasks:
+        check_lm_eval(tasks)
+    return tasks
 
 
 def compare_checkpoints(original: str | Path, quantized: str | Path, *, hardware: str | None = "cpu",
@@ -82,7 +102,9 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
               hardware: str | None = None, output_root: str | Path = "runs", overwrite: bool = False,
               num_calibration_samples: int | None = None, max_seq_length: int | None = None, eval_tokens: int = 4096,
               speed: bool = True, kv_cache: str | None = None, verbose: bool = False, calibration: Any = None,
-              eval_data: str | Path | None = None, max_ppl_rise: float | None = None) -> RoundTripReport:
+              eval_data: str | Path | None = None, max_ppl_rise: float | None = None,
+              lm_eval_tasks: str | list[str] | tuple[str, ...] | None = None, lm_eval_limit: int | None = None,
+              min_recovery: float | None = None) -> RoundTripReport:
     """Quantize ``model`` with each scheme, then load original and quantized in vLLM and compare them.
 
     Writes ``report.json``, ``report.md`` and ``report.png`` into ``output_root``; checkpoints go to
@@ -97,6 +119,10 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
     ``calibration`` is passed to :func:`quantkit.quantize` (text/JSONL/chats/Dataset; None: the built-in text);
     ``eval_data`` (.txt or .jsonl of ``{"text": ...}``) replaces the shipped Hamlet for perplexity;
     ``max_ppl_rise`` (percent) is a gate: ``report.passed`` is False when a scheme's perplexity rises more.
+    ``lm_eval_tasks`` (``"a,b"`` or a list; ``lm_eval_limit`` examples each) are scored with lm-eval's vLLM
+    backend in the serve environment for the original and each checkpoint; ``min_recovery`` (percent) gates
+    each (scheme, task) on ``score(quantized) / score(original)``. lm-eval missing there, or an unknown task,
+    raises before any work.
     """
     from quantkit.hardware import default_hardware, get_hardware
     from quantkit.models.loading import resolve_model_path
@@ -107,7 +133,6 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
 
     hardware = (get_hardware(hardware) if hardware is not None else default_hardware()).name
     root = Path(output_root)
-    root.mkdir(parents=True, exist_ok=True)
     src = resolve_model_path(None if str(model) == "embedded" else model)
     plans = [plan(src, hardware, scheme=s, kv_cache=kv_cache) for s in schemes]  # bad input fails before vLLM
     from quantkit.calibration import check_calibration, eval_text
@@ -116,6 +141,10 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
         eval_text(eval_data)  # a missing or unreadable file fails before vLLM too
     if calibration is not None:
         check_calibration(calibration)
+    from quantkit.eval.lm_eval_tasks import lm_eval_remote
+
+    tasks = check_lm_eval_options(lm_eval_tasks, min_recovery)
+    root.mkdir(parents=True, exist_ok=True)  # only once the input is known good
     orig_title = "measure the original in vLLM"
     titles = [orig_title]
     for p in plans:
@@ -129,6 +158,9 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
         with prog.stage(orig_title, f"{src.name}: load, generate, decode speed, perplexity"):
             t0 = time.perf_counter()
             orig = measure(src, hardware=hardware, eval_tokens=eval_tokens, speed=speed, eval_data=eval_data)
+            if tasks:
+                prog.step(f"lm-eval {', '.join(tasks)} on vLLM")
+                orig["lm_eval"] = lm_eval_remote(src, tasks, hardware=hardware, limit=lm_eval_limit)
         for p in plans:  # each later measurement costs about what the original's did
             prog.estimate(f"measure {p.scheme.name} in vLLM", time.perf_counter() - t0)
         rep = RoundTripReport(model=str(src), hardware=hardware, original=orig)
@@ -146,6 +178,10 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
             with prog.stage(f"measure {name} in vLLM", "validate, load, generate, decode speed, perplexity"):
                 cmp = compare_checkpoints(src, res.output_dir, hardware=hardware, eval_tokens=eval_tokens,
                                           speed=speed, original_measure=orig, eval_data=eval_data)
+                if tasks:
+                    prog.step(f"lm-eval {', '.join(tasks)} on vLLM")
+                    cmp["run"]["lm_eval"] = lm_eval_remote(res.output_dir, tasks, hardware=hardware,
+                                                           limit=lm_eval_limit)
             run = cmp["run"]
             run["scheme"] = res.scheme
             run["quantize"] = {"backend": res.backend, "timings": res.timings,
@@ -155,6 +191,8 @@ def roundtrip(model: str | Path = "embedded", schemes: list[str] | tuple[str, ..
             rep.runs.append(run)
         if max_ppl_rise is not None:
             rep.gates = ppl_rise_gates(rep.runs, max_ppl_rise)
+        if min_recovery is not None:
+            rep.gates += recovery_gates(orig.get("lm_eval"), rep.runs, tasks, min_recovery)
         with prog.stage("write the report"):
             rep.files = write_report(rep.to_dict(), root)
             rep.files["log"] = str(root / "roundtrip.log")
