@@ -7,7 +7,7 @@ Peak RSS is the child's ``ru_maxrss``; the disk high-water mark is the largest t
 the output's parent (staging, offload folder and the published checkpoint; symlinks into the source, which
 compressed-tensors' disk offload makes, not counted) sampled every 0.2 s.
 
-    .venvs/produce/bin/python benchmarks/big_model.py --layers 4 --samples 16 --seq-len 256
+    .venvs/produce/bin/python benchmarks/big_model.py --layers 8 --samples 16 --seq-len 256
 
 The goal (issue 14): doubling the depth raises peak RSS by less than 15 % on both paths.
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +41,21 @@ QUANTIZE = side('''
                       max_seq_length=int(seq_len) or None)
 ''')
 
-JOBS = (("fp8-dynamic", "model-free"), ("w4a16", "offloaded"))
+#: the same FP8_DYNAMIC job as one raw ``model_free_ptq`` call (what quantkit's model-free path wraps), for the
+#: overhead goal: quantkit within 3 % of it in wall time and peak RSS
+RAW_MODEL_FREE = side('''
+    from llmcompressor.entrypoints.model_free import model_free_ptq
+    model_path, out = sys.argv[1:3]
+    model_free_ptq(model_path, out, scheme="FP8_DYNAMIC", ignore=["lm_head"], max_workers=1, device="cpu")
+''')
+
+#: the floor the goal is measured above: an interpreter with torch, llm-compressor and quantkit imported
+IDLE = side('''
+    import torch, llmcompressor, quantkit
+    from llmcompressor.entrypoints.model_free import model_free_ptq
+''')
+
+JOBS = (("fp8-dynamic", "model-free"), ("fp8-dynamic", "raw model_free_ptq"), ("w4a16", "offloaded"))
 
 
 def _du(root: Path) -> int:
@@ -55,8 +71,8 @@ def _du(root: Path) -> int:
     return total
 
 
-def measured(out_parent: Path, args: list[str]) -> dict:
-    """Run one quantization, sampling the disk used under ``out_parent`` meanwhile."""
+def measured(out_parent: Path, args: list[str], code: str = QUANTIZE) -> dict:
+    """Run one quantization (``code``), sampling the disk used under ``out_parent`` meanwhile."""
     peak = [0]
     done = threading.Event()
 
@@ -68,7 +84,7 @@ def measured(out_parent: Path, args: list[str]) -> dict:
     t = threading.Thread(target=sample, daemon=True)
     t.start()
     try:
-        res = run(QUANTIZE, args)
+        res = run(code, args)
     finally:
         done.set()
         t.join()
@@ -79,12 +95,17 @@ def measured(out_parent: Path, args: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hidden", type=int, default=2048)
-    ap.add_argument("--layers", type=int, default=4, help="N: the checkpoints have N and 2N layers")
+    ap.add_argument("--layers", type=int, default=8, help="N: the checkpoints have N and 2N layers")
     ap.add_argument("--shard", default="300MB")
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=3, help="runs of each job; the table shows medians (a shard's "
+                                                         "peak RSS varies by ~100-200 MB from run to run)")
     a = ap.parse_args()
     rows = []
+    largest = 0
+    idle = run(IDLE, [])
+    print(f"idle interpreter (torch + llm-compressor + quantkit imported): {idle}", flush=True)
     with tempfile.TemporaryDirectory(prefix="qk-big-model-") as tmp:
         for layers in (a.layers, 2 * a.layers):
             model = Path(tmp) / f"llama-{layers}l"
@@ -92,25 +113,40 @@ def main() -> None:
                             str(a.hidden * 11 // 4)],
                            check=True, capture_output=True)
             shards = sorted(model.glob("*.safetensors"))
+            largest = max(largest, max(p.stat().st_size for p in shards))
             size = sum(p.stat().st_size for p in shards)
             for scheme, production in JOBS:
-                out_parent = Path(tmp) / f"out-{layers}-{production}"
-                out_parent.mkdir()
-                res = measured(out_parent, [str(model), str(out_parent / "ckpt"), scheme, production,
-                                            str(a.samples), str(a.seq_len)])
+                runs = []
+                for i in range(a.rounds):
+                    out_parent = Path(tmp) / f"out-{layers}-{production.replace(' ', '-')}-{i}"
+                    out_parent.mkdir()
+                    args = [str(model), str(out_parent / "ckpt"), scheme, production, str(a.samples), str(a.seq_len)]
+                    runs.append(measured(out_parent, args, RAW_MODEL_FREE if production.startswith("raw") else QUANTIZE))
+                    print(f"{layers} layers {scheme} {production} round {i + 1}: {runs[-1]}", flush=True)
+                    shutil.rmtree(out_parent)
+                res = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
                 rows.append((layers, size, len(shards), scheme, production, res))
-                print(f"{layers} layers {scheme} {production}: {res}", flush=True)
     print(f"\nmachine: {platform.node()} {platform.machine()} {os.cpu_count()} cpus, load average "
           f"{os.getloadavg()[0]:.1f}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
-    print(f"random Llama hidden {a.hidden}, {a.shard} shards; calibration {a.samples} x {a.seq_len} tokens")
-    print(f"{'layers':>6} {'source MB':>10} {'shards':>6} {'path':<22}{'wall s':>8}{'peak RSS MB':>12}"
+    inter = a.hidden * 11 // 4
+    layer_mb = 2 * (2 * a.hidden * a.hidden + 2 * a.hidden * (a.hidden // 4) + 3 * a.hidden * inter) / 1e6
+    print(f"random Llama hidden {a.hidden}, {a.shard} shards (largest {largest / 1e6:.0f} MB); one decoder layer "
+          f"{layer_mb:.0f} MB bf16; calibration {a.samples} x {a.seq_len} tokens "
+          f"(activations {a.samples * a.seq_len * a.hidden * 2 / 1e6:.0f} MB per cached layer input in bf16)")
+    print(f"medians of {a.rounds} round(s)")
+    print(f"{'layers':>6} {'source MB':>10} {'shards':>6} {'path':<32}{'wall s':>8}{'peak RSS MB':>12}"
           f"{'disk peak MB':>13}")
     for layers, size, n, scheme, production, res in rows:
-        print(f"{layers:>6} {size / 1e6:>10.0f} {n:>6} {scheme + ' ' + production:<22}{res['wall_s']:>8.1f}"
+        print(f"{layers:>6} {size / 1e6:>10.0f} {n:>6} {scheme + ' ' + production:<32}{res['wall_s']:>8.1f}"
               f"{res['peak_rss_mb']:>12.0f}{res['disk_peak_mb']:>13.0f}")
+    print(f"idle interpreter with torch + llm-compressor imported: peak RSS {idle['peak_rss_mb']:.0f} MB")
     for scheme, production in JOBS:
-        small, big = (r[5]["peak_rss_mb"] for r in rows if r[3] == scheme)
+        small, big = (r[5]["peak_rss_mb"] for r in rows if r[4] == production)
         print(f"{scheme} {production}: peak RSS x{big / small:.3f} for twice the depth")
+    for layers in (a.layers, 2 * a.layers):
+        qk, raw = ([r[5] for r in rows if r[0] == layers and r[4] == p][0] for p in ("model-free", "raw model_free_ptq"))
+        print(f"{layers} layers, quantkit model-free / raw model_free_ptq: wall x{qk['wall_s'] / raw['wall_s']:.3f}, "
+              f"peak RSS x{qk['peak_rss_mb'] / raw['peak_rss_mb']:.3f}")
 
 
 if __name__ == "__main__":

@@ -290,7 +290,8 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
         t0 = time.perf_counter()
         try:
             with steps.library_output():
-                loaded = load_model("embedded" if model is None else model, tokenizer, offload=offload)
+                loaded = load_model("embedded" if model is None else model, tokenizer, offload=offload,
+                                    on_gpus=chosen.production_placement == "gpus" and _device() == "cuda")
         except BaseException:
             if offload_folder is not None:
                 atomic.discard(offload_folder)

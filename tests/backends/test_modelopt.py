@@ -404,3 +404,17 @@ def test_support_matrix_has_a_row_per_scheme() -> None:
     text = (DOCS / "support-matrix.md").read_text(encoding="utf-8")
     for name in SCHEMES:
         assert f"\n| {name} |" in text, name
+
+
+@pytest.mark.gpu
+@pytest.mark.produce
+def test_on_a_gpu_modelopt_calibrates_with_the_model_on_the_gpus(embedded_path: Path, tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 14: ModelOpt calibrates on the GPUs present (device_map='auto', ModelOpt's hf_ptq recipe) and
+    exports there; the export validates. Needs CUDA: on a CPU machine the plan's placement is 'host'."""
+    p = quantkit.plan(embedded_path, "h100", scheme="fp8", backend="modelopt")
+    assert p.production_placement == "gpus", p.production_reason
+    with caplog.at_level("INFO", logger="quantkit.models.loading"):
+        res = quantkit.quantize(embedded_path, p, output_dir=tmp_path / "fp8", **CALIB)
+    assert "model spread over cuda:0" in caplog.text
+    assert quantkit.validate(res.output_dir, hardware="h100").ok

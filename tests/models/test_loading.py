@@ -125,3 +125,22 @@ def test_cli_truncated_shard_is_exit_2_naming_the_file(tiny_llama: Path, tmp_pat
     assert proc.returncode == 2, proc.stderr
     assert f"{shard} is truncated" in proc.stderr and "SafetensorError" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_on_gpus_loads_through_accelerates_device_map(tiny_llama: Path, embedded_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The ModelOpt placement (accelerate's device_map="auto", capped when the model does not fit) runs on the
+    installed accelerate and transformers and loads the same weights. Without a GPU accelerate's map holds only
+    the host, so the cap-and-warn branch is the one taken here; on a GPU machine scripts/gpu_check.py's ModelOpt
+    row takes the spread one (its log names the cuda devices)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_path)  # the tiny Llama ships no tokenizer
+    plain = load_model(tiny_llama, tok).model
+    with caplog.at_level("INFO", logger="quantkit.models.loading"):
+        spread = load_model(tiny_llama, tok, on_gpus=True).model
+    assert "model spread over cpu" in caplog.text
+    assert "does not fit the GPUs" in caplog.text  # no GPU: accelerate maps every layer to the host
+    for (name, a), (_, b) in zip(plain.state_dict().items(), spread.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name

@@ -188,3 +188,22 @@ def test_offloaded_request_is_checked(llama8b_sharded: Path) -> None:
         plan(llama8b_sharded, "h100", scheme="fp8-dynamic", backend="modelopt", production="offloaded")
     p = plan(llama8b_sharded, "h100", scheme="fp8-dynamic", production="offloaded")
     assert p.production == "offloaded" and "calibration activations 0.00 GiB" in p.host_memory[0].how
+
+
+@pytest.mark.parametrize(("backend", "device", "placement"), [
+    ("modelopt", "cuda", "gpus"),        # mtq.quantize calibrates the whole model: it goes onto the GPUs
+    ("llmcompressor", "cuda", "host"),   # oneshot onloads one layer at a time to the GPU itself
+    ("modelopt", "cpu", "host"),         # no GPU: nowhere else to put it
+])
+def test_the_plan_says_where_the_in_memory_model_goes(llama8b_sharded: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      backend: str, device: str, placement: str) -> None:
+    _host(monkeypatch, 256)
+    p = plan(llama8b_sharded, "h100", scheme="fp8-dynamic", backend=backend, device=device,
+             production="in-memory")
+    assert p.production_placement == placement
+    assert p.to_dict()["production"]["placement"] == placement
+    if device == "cuda":
+        assert "on this machine's GPUs" in p.production_reason
+        assert ("device_map='auto'" in p.production_reason) == (placement == "gpus")
+    else:
+        assert "GPUs" not in p.production_reason

@@ -113,6 +113,10 @@ class Backend(ABC):
     #: (samples, tokens per sample, where the figure comes from): the producer's own calibration recommendation,
     #: the default for real models (the plan states it; ``num_calibration_samples``/``max_seq_length`` override)
     calibration_recommendation: ClassVar[tuple[int, int, str]] = (512, 2048, "the common PTQ default")
+    #: how the in-memory path uses the GPUs of the machine it runs on, as (placement, why): ``"host"`` loads the
+    #: model into host RAM and leaves the accelerator to the producer; ``"gpus"`` loads it spread over the GPUs
+    #: present (accelerate's ``device_map="auto"``)
+    gpu_placement: ClassVar[tuple[str, str]] = ("host", "the model is loaded into host RAM")
 
     @abstractmethod
     def can_produce(self, scheme: Scheme) -> bool:

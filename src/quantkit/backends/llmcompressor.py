@@ -62,6 +62,10 @@ class LlmCompressorBackend(Backend):
     # llm-compressor's examples (examples/quantization_w8a8_int8, w4a16, ...): NUM_CALIBRATION_SAMPLES = 512,
     # MAX_SEQUENCE_LENGTH = 2048
     calibration_recommendation = (512, 2048, "llm-compressor's examples: 512 samples x 2048 tokens")
+    # oneshot's sequential pipeline onloads one decoder layer at a time to the first accelerator itself
+    # (pipelines/sequential/pipeline.py: set_onload_device(model, get_main_device())), so the model stays in RAM
+    gpu_placement = ("host", "the model stays in host RAM and llm-compressor's sequential pipeline onloads one "
+                             "decoder layer at a time to the first GPU")
 
     def can_produce(self, scheme: Scheme) -> bool:
         return scheme.llmcompressor is not None

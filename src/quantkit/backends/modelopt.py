@@ -174,6 +174,11 @@ class ModelOptBackend(Backend):
     requires = {"modelopt": "nvidia-modelopt==0.47.0", "transformers": "transformers>=5.15,<=5.17.0"}
     # ModelOpt's examples/llm_ptq/hf_ptq.py: --calib_size 512, --calib_seq 512
     calibration_recommendation = (512, 512, "ModelOpt's hf_ptq.py: 512 samples x 512 tokens")
+    # mtq.quantize calibrates the whole model in one forward loop: it runs where the weights are, so a CUDA
+    # machine loads the model onto its GPUs the way ModelOpt's examples/llm_ptq (example_utils.get_model) does
+    gpu_placement = ("gpus", "ModelOpt calibrates the whole model at once, so it is loaded onto the GPUs present "
+                             "(device_map='auto' spreads it over them; when it does not fit, each GPU is capped at "
+                             "80 % for calibration and the rest stays in host RAM, as ModelOpt's hf_ptq does)")
 
     def can_produce(self, scheme: Scheme) -> bool:
         return scheme.modelopt is not None

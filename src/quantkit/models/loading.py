@@ -53,7 +53,35 @@ class Offload:
     cpu_budget: int | None
 
 
-def load_model(model: Any, tokenizer: Any = None, *, offload: Offload | None = None) -> LoadedModel:
+#: when the model does not fit the GPUs, the share of each GPU's memory weights may take, leaving the rest for
+#: calibration activations (ModelOpt's examples/llm_ptq/example_utils.py ``get_model``: gpu_mem_percentage=0.8)
+GPU_WEIGHT_SHARE = 0.8
+
+
+def _gpu_spread_kwargs(path: Path) -> dict[str, Any]:
+    """``from_pretrained`` arguments that spread the model over the GPUs present, ModelOpt's way: accelerate's
+    ``device_map="auto"``; when accelerate's own map for the whole memory would put layers in host RAM, every
+    GPU is capped at :data:`GPU_WEIGHT_SHARE` so calibration has room, and more layers stay in host RAM."""
+    import torch
+    from accelerate import infer_auto_device_map, init_empty_weights
+    from accelerate.utils import get_max_memory
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path)
+    with init_empty_weights():
+        empty = AutoModelForCausalLM.from_config(config, dtype=getattr(config, "dtype", None) or torch.bfloat16)
+    max_memory = get_max_memory()
+    kwargs: dict[str, Any] = {"device_map": "auto"}
+    if any(d in ("cpu", "disk") for d in infer_auto_device_map(empty, max_memory=max_memory).values()):
+        kwargs["max_memory"] = {k: int(v * GPU_WEIGHT_SHARE) if isinstance(k, int) else v
+                                for k, v in max_memory.items()}
+        log.warning("the model does not fit the GPUs: each GPU is capped at %d %% of its memory for calibration, "
+                    "the rest of the model stays in host RAM (slower)", GPU_WEIGHT_SHARE * 100)
+    return kwargs
+
+
+def load_model(model: Any, tokenizer: Any = None, *, offload: Offload | None = None,
+               on_gpus: bool = False) -> LoadedModel:
     """Load ``model`` (a path, 'embedded', or a ``PreTrainedModel``) and its tokenizer for quantization.
 
     A path is checked first, from its config and safetensors headers (:func:`check_source`), so a missing,
@@ -62,7 +90,8 @@ def load_model(model: Any, tokenizer: Any = None, *, offload: Offload | None = N
     With ``offload`` (a path only), the model is loaded the way llm-compressor's big-model examples do:
     inside compressed-tensors' ``load_offloaded_model`` with ``device_map="auto_offload"`` (as much as
     ``max_memory`` allows in host RAM, the rest on disk, nothing on an accelerator), so oneshot's sequential
-    pipeline onloads one decoder layer at a time.
+    pipeline onloads one decoder layer at a time. With ``on_gpus`` (a path only, a plan whose placement is
+    ``gpus``), the model is spread over the GPUs present (:func:`_gpu_spread_kwargs`).
 
     Raises:
         ModelNotFoundError: the path is missing or holds no ``config.json``.
@@ -99,6 +128,11 @@ def load_model(model: Any, tokenizer: Any = None, *, offload: Offload | None = N
         offload.folder.mkdir(parents=True, exist_ok=True)
         with load_offloaded_model():
             m = AutoModelForCausalLM.from_pretrained(path, dtype="auto", **kwargs)
+    elif on_gpus:
+        kwargs = _gpu_spread_kwargs(path)
+        m = AutoModelForCausalLM.from_pretrained(path, dtype="auto", **kwargs)
+        placed = sorted({str(p.device) for p in m.parameters()})
+        log.info("model spread over %s", ", ".join(placed))
     else:
         m = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
     if m.dtype == torch.float32:

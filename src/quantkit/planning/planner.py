@@ -14,6 +14,7 @@ path: ``quantize()`` and ``load()`` execute the :class:`Plan`, they do not re-de
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -170,6 +171,9 @@ class Plan:
     production_disk_bytes: int = 0
     production_device_bytes: int = 0
     production_where: str = ""
+    #: where the in-memory path puts the model on a CUDA producer: ``host`` (host RAM; the backend onloads
+    #: layers itself) or ``gpus`` (spread over the GPUs present: ModelOpt); always ``host`` on a CPU producer
+    production_placement: str = "host"
 
     @property
     def production_fits(self) -> bool:
@@ -224,7 +228,8 @@ class Plan:
                            "needs": [n.to_dict() for n in self.host_memory],
                            "cpu_budget_bytes": self.production_cpu_budget,
                            "disk_bytes": self.production_disk_bytes,
-                           "device_bytes": self.production_device_bytes},
+                           "device_bytes": self.production_device_bytes,
+                           "placement": self.production_placement},
             "mixed_precision": None if self.max_ppl_rise is None else {
                 "max_ppl_rise_pct": self.max_ppl_rise, "steps": list(self.mixed_steps), "reason": self.mixed_reason,
                 "layers": self.mixed.to_dict() if self.mixed else None},
@@ -667,6 +672,12 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
                        backend_name=backend_name,
                        quantized_bytes=chosen.weight_bytes, unquantized_bytes=inventory.unquantized_bytes,
                        device=producer_device, calibration=(calib.num_samples, calib.max_seq_length) if calib else None)
+    placement = "host"
+    if producer_device == "cuda" and prod.path == "in-memory":
+        placement, why = get_backend(backend_name).gpu_placement
+        prod = dataclasses.replace(prod, reason=f"{prod.reason}; on this machine's GPUs: {why}",
+                                   # spread: the whole model over the GPUs, not one layer on one GPU
+                                   device_bytes=0 if placement == "gpus" else prod.device_bytes)
     reasons.append(f"production: {prod.reason}")
     mixed_steps: tuple[str, ...] = ()
     mixed_reason = ""
@@ -732,7 +743,10 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         host_memory=prod.needs, host_memory_bytes=prod.host_bytes, production_blocked=prod.blocked,
         max_ppl_rise=budget, mixed_steps=mixed_steps, mixed_reason=mixed_reason,
         production_cpu_budget=prod.cpu_budget, production_disk_bytes=prod.disk_bytes,
-        production_device_bytes=prod.device_bytes, production_where=prod.where() if prod.path != "none" else "",
+        production_device_bytes=prod.device_bytes, production_placement=placement,
+        production_where=(prod.where() if prod.path != "none" else "")
+        + (f", ~{inventory.unquantized_bytes / GIB:.1f} GiB of weights spread over the GPUs present"
+           if placement == "gpus" else ""),
     )
 
 
