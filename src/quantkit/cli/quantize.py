@@ -45,6 +45,9 @@ def quantize_command(
                                        help="Mixed precision: at most this %% perplexity rise on the calibration "
                                             "text; keeps the most sensitive layers at w8a16 / 16-bit, the rest "
                                             "w4a16 (docs/quality.md)."),
+    eval_data: Path = typer.Option(None, "--eval-data",
+                                   help="With --max-ppl-rise: score the budget on this held-out .txt / .jsonl of "
+                                        "{\"text\"} rows instead of the calibration text."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     not_for_vllm: bool = typer.Option(False, "--not-for-vllm", help="Allow exports vLLM cannot load."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
@@ -69,7 +72,8 @@ def quantize_command(
                                kv_cache=kv_cache, calibration=calibration, num_calibration_samples=num_samples,
                                max_seq_length=seq_len, group_size=group_size, ignore=tuple(ignore or ()),
                                overwrite=overwrite, for_vllm=not not_for_vllm, production=path,
-                               max_quality_loss=None if max_ppl_rise is None else max_ppl_rise / 100)
+                               max_quality_loss=None if max_ppl_rise is None else max_ppl_rise / 100,
+                               eval_data=eval_data)
             typer.echo(f"log of the libraries' output: {prog.log_path}", err=True)
     except KeyboardInterrupt:
         # quantize() removes its staging directory on the way out; the output is renamed into place only

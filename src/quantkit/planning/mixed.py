@@ -82,6 +82,7 @@ class MixedPrecision:
     evaluations: int  # forward passes the search spent
     measured_pct: float | None = None  # rise of the written checkpoint, on the same tokens
     attempts: int = 1
+    scored_on: str = "the calibration text"  # the text the rises are measured on (quantize(eval_data=...))
 
     @property
     def base(self) -> str:
@@ -116,7 +117,7 @@ class MixedPrecision:
         counts = ", ".join(f"{n} {s}" for s, n in self.counts().items() if n)
         got = f", measured {self.measured_pct:+.2f} %" if self.measured_pct is not None else ""
         return (f"mixed precision within +{self.budget_pct:g} % perplexity: {counts} "
-                f"(predicted {self.predicted_pct:+.2f} %{got} on {self.tokens} calibration tokens)")
+                f"(predicted {self.predicted_pct:+.2f} %{got} on {self.tokens} tokens of {self.scored_on})")
 
     def table(self) -> list[str]:
         """One line per unit above the base precision, most sensitive first, then a count of the rest."""
@@ -129,7 +130,7 @@ class MixedPrecision:
         return {"budget_pct": self.budget_pct, "steps": list(self.steps), "steps_reason": self.steps_reason,
                 "original_ppl": self.original_ppl, "predicted_pct": self.predicted_pct,
                 "measured_pct": self.measured_pct, "tokens": self.tokens, "evaluations": self.evaluations,
-                "attempts": self.attempts, "counts": self.counts(),
+                "attempts": self.attempts, "scored_on": self.scored_on, "counts": self.counts(),
                 "targets": {s: self.targets(s) for s in self.steps[1:]},
                 "choices": [c.to_dict() for c in self.choices]}
 

@@ -688,8 +688,8 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         step = get_scheme(MIXED_BASES.get(sch.name, sch.name))
         step_sup = support(step, hw)
         mixed_steps, why = ladder(sch.name, step_sup.runs, step_sup.kernel if step_sup.runs else step_sup.reason)
-        mixed_reason = (f"within +{budget:g} % perplexity on the calibration text: {why}; quantize() measures each "
-                        "layer's sensitivity and keeps the fewest layers higher")
+        mixed_reason = (f"within +{budget:g} % perplexity on the calibration text (or quantize(eval_data=...)): "
+                        f"{why}; quantize() measures each layer's sensitivity and keeps the fewest layers higher")
         reasons.append(f"mixed precision: {mixed_reason}")
     if not prod.fits and not hasattr(model, "named_parameters"):  # a model object is in memory already
         warnings.append(_host_memory_warning(prod))
