@@ -328,12 +328,46 @@ def _kv_scales(t: Tensors, style: str | None) -> None:
                 t[f"{module}.{scale}"] = ("F32", ())
 
 
+_LAYER_INDEX = re.compile(r"(?<![^.])(layers\.)(\d+)(?=[.*]|$)")
+_LISTS = ("modules_to_not_convert", "ignore", "ignored_layers", "exclude_modules")
+
+
+def _cut_names(names: list[str], full: int, depth: int) -> list[str]:
+    """A published per-layer name list at the reduced depth: entries for layers below ``depth`` kept, those of
+    the MTP layers (index ``full`` and up, e.g. DeepSeek's ``model.layers.61*``) renumbered to follow the kept
+    layers, the rest dropped. Names without a layer index are kept as published."""
+    out = []
+    for name in names:
+        m = _LAYER_INDEX.search(name)
+        if m is None:
+            out.append(name)
+            continue
+        i = int(m.group(2))
+        if i >= full:
+            out.append(f"{name[: m.start(2)]}{depth + i - full}{name[m.end(2):]}")
+        elif i < depth:
+            out.append(name)
+    return out
+
+
+def _cut_lists(qc: dict[str, Any] | None, full: int, depth: int) -> None:
+    """Apply ``_cut_names`` in place to the ignore/exclude lists of a quantization config or hf_quant_config."""
+    if not qc:
+        return
+    for key in _LISTS:
+        if isinstance(qc.get(key), list):
+            qc[key] = _cut_names(qc[key], full, depth)
+    if isinstance(qc.get("quantization"), dict):
+        _cut_lists(qc["quantization"], full, depth)
+
+
 def build(rec: Mapping[str, Any], out: Path) -> Path:
     """Write the checkpoint of one record to ``out`` (config.json, hf_quant_config.json, shards, index)."""
     layout = rec["layout"]
     cfg = copy.deepcopy(rec["config"])
     depth = layout.get("num_hidden_layers")
     text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    full = text["num_hidden_layers"]
     if depth is not None:
         text["num_hidden_layers"] = depth
     for key, value in layout.get("config_overrides", {}).items():
@@ -341,9 +375,14 @@ def build(rec: Mapping[str, Any], out: Path) -> Path:
     t = ARCHS[layout["arch"]](cfg, layout)
     q = _quantize(t, layout.get("format"), layout.get("keep_16bit", []))
     _kv_scales(q, layout.get("kv_scales"))
-    if rec.get("quantization_config") is not None:
-        cfg["quantization_config"] = copy.deepcopy(rec["quantization_config"])
-    return S.write_checkpoint(out, cfg, q, shards=layout.get("shards", 2), sidecar=rec.get("hf_quant_config"))
+    qc, sidecar = copy.deepcopy(rec.get("quantization_config")), copy.deepcopy(rec.get("hf_quant_config"))
+    if layout.get("cut_lists") and depth is not None:
+        # the record holds the published list whole; the checkpoint has ``depth`` layers
+        _cut_lists(qc, full, depth)
+        _cut_lists(sidecar, full, depth)
+    if qc is not None:
+        cfg["quantization_config"] = qc
+    return S.write_checkpoint(out, cfg, q, shards=layout.get("shards", 2), sidecar=sidecar)
 
 
 def main(argv: list[str]) -> int:
