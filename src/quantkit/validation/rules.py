@@ -90,7 +90,9 @@ RULES: dict[str, Rule] = {r.id: r for r in [
          "Shards vLLM fuses into one layer (q/k/v -> qkv_proj, gate/up -> gate_up_proj, in_proj_qkv/z, "
          "in_proj_b/a, the experts of one MoE layer) are all ignored or none, share one scheme and are "
          "stored in the same format.",
-         "vLLM raises `Found different quantization schemes for the shards`, or picks the first shard's "
+         "vLLM raises `Found different quantization schemes for the shards` (compressed-tensors) or `Detected "
+         "some but not all shards of ... are quantized` (fp8, ModelOpt, ...: quant_utils.is_layer_skipped), "
+         "or picks the first shard's "
          "scheme for all of them and dequantizes the others wrongly.",
          ("vllm#47473",),
          "Ignore all shards of a fused layer or none, and put them in the same config group."),

@@ -152,8 +152,12 @@ def fused_shards_consistent(ctx: Context) -> None:
         fleaf = fused.rsplit(".", 1)[-1]
         if any(st.mixed_shards for st in sts) or len({st.quantized for st in own}) > 1:  # type: ignore[union-attr]
             kept = [s.rsplit(".", 1)[-1] for s, st in zip(shards, own) if not st.quantized]
+            # compressed-tensors: CompressedTensorsConfig._get_scheme_from_parts; every other method goes
+            # through quantization/utils/quant_utils.py is_layer_skipped
+            raised = ("Found different quantization schemes for the shards" if ctx.spec.style == "ct"
+                      else "Detected some but not all shards of ... are quantized")
             problems[f"the config keeps {', '.join(kept)} 16-bit but quantizes the other shards of {fleaf} "
-                     f"({leaves}): vLLM raises `Found different quantization schemes for the shards`"].append(fused)
+                     f"({leaves}): vLLM raises `{raised}`"].append(fused)
         elif len({st.group for st in own}) > 1:
             groups = ", ".join(f"{s.rsplit('.', 1)[-1]}={st.group}" for s, st in zip(shards, own))
             problems[f"the shards of {fleaf} are in different config groups ({groups}): vLLM applies "
