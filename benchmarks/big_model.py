@@ -59,15 +59,18 @@ JOBS = (("fp8-dynamic", "model-free"), ("fp8-dynamic", "raw model_free_ptq"), ("
 
 
 def _du(root: Path) -> int:
-    total = 0
+    """Bytes of the files under ``root``, each inode once (the model-free path hard-links its finished shards
+    into the output) and symlinks not followed."""
+    total, seen = 0, set()
     for dirpath, _, files in os.walk(root):
         for f in files:
-            p = os.path.join(dirpath, f)
-            if not os.path.islink(p):
-                try:
-                    total += os.path.getsize(p)
-                except OSError:
-                    pass
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except OSError:
+                continue
+            if not os.path.islink(os.path.join(dirpath, f)) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
     return total
 
 

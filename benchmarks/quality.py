@@ -61,9 +61,10 @@ ru = resource.getrusage(resource.RUSAGE_SELF)
 from quantkit.checkpoint.reader import CheckpointView
 cfg = json.load(open(out + "/quantkit.json"))
 mixed = res.plan.mixed.counts() if res.plan is not None and res.plan.mixed else None
+scored = res.plan.mixed.measured_pct if mixed else None  # the written checkpoint's rise on its scoring text
 print(json.dumps({"quantize_s": wall, "ppl": ppl, "peak_rss_mb": ru.ru_maxrss / 1024,
                   "size_mb": CheckpointView(out).total_bytes() / 1e6, "group": cfg.get("group_size"),
-                  "mixed": mixed}))
+                  "mixed": mixed, "scored_pct": scored}))
 """
 
 ORIGINAL = r"""
@@ -106,7 +107,8 @@ def main() -> None:
             if s == "rtn":
                 rtn_rise = rise
             ratio = f"{rise / rtn_rise:.2f}" if rtn_rise else "-"
-            label = s + (" (" + ", ".join(f"{v} {k}" for k, v in r["mixed"].items()) + " layers)" if r.get("mixed") else "")
+            label = s + (" (" + ", ".join(f"{v} {k}" for k, v in r["mixed"].items()) + " layers; "
+                         f"{r['scored_pct']:+.2f} % on its scoring text)" if r.get("mixed") else "")
             print(f"| {label} | {r['group'] or '-'} | {r['quantize_s']:.0f} | {r['peak_rss_mb']:.0f} | "
                   f"{r['size_mb']:.1f} | {r['ppl']:.2f} | {rise:+.2f} % | {ratio} |", flush=True)
     print(f"# {datetime.now(timezone.utc):%H:%M} UTC done, load average {Path('/proc/loadavg').read_text().split()[:3]}")
