@@ -467,7 +467,7 @@ def _search_mixed(chosen: Plan, model: Any, samples: Any, *, scored_on: str,
     decision = replace(search_mixed(model, samples, ignore=chosen.ignore, group_size=chosen.group_size,
                                     steps=chosen.mixed_steps, steps_reason=chosen.mixed_reason,
                                     budget_pct=chosen.max_ppl_rise, target_pct=target_pct,
-                                    sensitivity=sensitivity), scored_on=scored_on)
+                                    sensitivity=sensitivity), scored_on=scored_on, target_pct=target_pct)
     log.info("%s", decision.summary())
     return replace(chosen, mixed=decision)
 

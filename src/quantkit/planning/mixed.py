@@ -83,6 +83,7 @@ class MixedPrecision:
     measured_pct: float | None = None  # rise of the written checkpoint, on the same tokens
     attempts: int = 1
     scored_on: str = "the calibration text"  # the text the rises are measured on (quantize(eval_data=...))
+    target_pct: float | None = None  # the rise this search aimed for, when below the budget (a retry)
 
     @property
     def base(self) -> str:
@@ -278,7 +279,9 @@ def decide(all_units: Sequence[Unit], sensitivity: Mapping[str, float], assignme
 
 
 def tighter(mixed: MixedPrecision, measured_pct: float) -> float:
-    """The internal target for a second search when the written checkpoint missed the budget: the budget scaled
-    by how far the measurement overshot the prediction (at least 20 % tighter)."""
-    over = max(measured_pct / max(mixed.predicted_pct, 1e-6), 1.25)
-    return mixed.budget_pct / over
+    """The internal target for the next search when the written checkpoint missed the budget: the last search's
+    target (or its prediction, when that was lower) scaled down by how far the measurement overshot the budget,
+    and by at least 20 %, so every retry promotes more than the last (a retry that ended on the same target
+    would write the same checkpoint and miss again)."""
+    last = min(mixed.target_pct or mixed.budget_pct, max(mixed.predicted_pct, 1e-6))
+    return last * min(mixed.budget_pct / max(measured_pct, 1e-6), 0.8)
