@@ -48,6 +48,10 @@ def quantize_command(
     eval_data: Path = typer.Option(None, "--eval-data",
                                    help="With --max-ppl-rise: score the budget on this held-out .txt / .jsonl of "
                                         "{\"text\"} rows instead of the calibration text."),
+    nproc: int = typer.Option(1, "--nproc", min=1,
+                              help="Processes that quantize together under torchrun (one per GPU; gloo on CPU): "
+                                   "each calibrates on its share of the samples (GPTQ schemes; "
+                                   "docs/big-models.md)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     not_for_vllm: bool = typer.Option(False, "--not-for-vllm", help="Allow exports vLLM cannot load."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
@@ -73,7 +77,7 @@ def quantize_command(
                                max_seq_length=seq_len, group_size=group_size, ignore=tuple(ignore or ()),
                                overwrite=overwrite, for_vllm=not not_for_vllm, production=path,
                                max_quality_loss=None if max_ppl_rise is None else max_ppl_rise / 100,
-                               eval_data=eval_data)
+                               eval_data=eval_data, nproc=nproc)
             typer.echo(f"log of the libraries' output: {prog.log_path}", err=True)
     except KeyboardInterrupt:
         # quantize() removes its staging directory on the way out; the output is renamed into place only
