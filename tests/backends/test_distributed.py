@@ -74,9 +74,27 @@ def test_nproc_is_refused_where_it_cannot_run(sharded_llama: Path) -> None:
         quantize(sharded_llama, plan(sharded_llama, "h100", scheme="w4a16"), nproc=2)
 
 
+# The 2-rank checkpoint against the 1-process one: every tensor but the packed int4 values bit-identical (scales
+# come from the weights, before GPTQ), and at most this fraction of each module's int4 values different. The
+# ranks sum each Hessian in another order than one process does, which can flip a GPTQ rounding; one process
+# with its 8 samples in reverse order differs from itself the same way: on this 2-layer model 0.24 % of
+# layer 1's o_proj values (the rest 0), on a 4-layer hidden-256 Llama <= 0.16 % in layer 2 and <= 15 % in layer 3
+# (docs/big-models.md). Measured here with 2 ranks: 0 in every module. Without the barrier
+# (backends/llmcompressor.py: _sync_gptq_ranks_on_cpu) layer 1 differed by 0.3-4 %, and 96-98 % in two modules.
+INT4_DIFF_TOLERANCE = 0.005
+
+
+def _int4(packed: object) -> object:
+    """compressed-tensors' pack-quantized int32 words as their eight 4-bit values each."""
+    import torch
+
+    assert isinstance(packed, torch.Tensor)
+    return torch.stack([(packed >> (4 * i)) & 0xF for i in range(8)], -1).reshape(packed.shape[0], -1)
+
+
 @pytest.mark.slow
 def test_two_gloo_ranks_write_the_single_process_checkpoint(sharded_llama: Path, tmp_path: Path) -> None:
-    """Measured on this CPU: the 2-rank checkpoint equals the 1-process one (see TOLERANCE below)."""
+    """Real torchrun launch on this CPU: 2 gloo ranks, each on 4 of the 8 samples, against one process on 8."""
     one = quantize(sharded_llama, "w4a16", hardware="h100", output_dir=tmp_path / "one", **CALIB)
     two = quantize(sharded_llama, "w4a16", hardware="h100", output_dir=tmp_path / "two", nproc=2, **CALIB)
     assert two.plan is not None and two.plan.production_nproc == 2
@@ -86,7 +104,11 @@ def test_two_gloo_ranks_write_the_single_process_checkpoint(sharded_llama: Path,
     # rank 0 published; no staging or offload folder of any rank is left
     assert sorted(x.name for x in tmp_path.iterdir()) == ["one", "two"]
     ref, got = load_tensors(one.output_dir), load_tensors(two.output_dir)
-    assert set(got) == set(ref)
+    assert set(got) == set(ref) and any(k.endswith("weight_packed") for k in got)
     for name, t in got.items():
         assert t.dtype == ref[name].dtype and t.shape == ref[name].shape, name
-        assert t.float().sub(ref[name].float()).abs().max().item() == 0, name
+        if name.endswith("weight_packed"):
+            differ = (_int4(t) != _int4(ref[name])).float().mean().item()
+            assert differ <= INT4_DIFF_TOLERANCE, f"{name}: {differ:.2%} of the int4 values differ"
+        else:
+            assert t.float().sub(ref[name].float()).abs().max().item() == 0, name
