@@ -6,6 +6,8 @@ The slow test runs it for real on this CPU (2 gloo ranks) and compares the check
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -77,10 +79,11 @@ def test_nproc_is_refused_where_it_cannot_run(sharded_llama: Path) -> None:
 # The 2-rank checkpoint against the 1-process one: every tensor but the packed int4 values bit-identical (scales
 # come from the weights, before GPTQ), and at most this fraction of each module's int4 values different. The
 # ranks sum each Hessian in another order than one process does, which can flip a GPTQ rounding; one process
-# with its 8 samples in reverse order differs from itself the same way: on this 2-layer model 0.24 % of
-# layer 1's o_proj values (the rest 0), on a 4-layer hidden-256 Llama <= 0.16 % in layer 2 and <= 15 % in layer 3
-# (docs/big-models.md). Measured here with 2 ranks: 0 in every module. Without the barrier
-# (backends/llmcompressor.py: _sync_gptq_ranks_on_cpu) layer 1 differed by 0.3-4 %, and 96-98 % in two modules.
+# with its 8 samples in reverse order differs from itself the same way: on this 2-layer model (random-token
+# samples) in 0.24 % of layer 1's o_proj values (the rest 0); on a 4-layer hidden-256 Llama <= 0.05 % in layer 2
+# and <= 15 % in layer 3, where 2 ranks give <= 0.16 % and <= 16 % (docs/big-models.md). Measured here with 2
+# ranks: 0 in every module. Without the barrier (backends/llmcompressor.py: _sync_gptq_ranks_on_cpu) layer 1
+# differed in 0.3-4 % of its values, and in 96-98 % in two modules.
 INT4_DIFF_TOLERANCE = 0.005
 
 
@@ -90,6 +93,23 @@ def _int4(packed: object) -> object:
 
     assert isinstance(packed, torch.Tensor)
     return torch.stack([(packed >> (4 * i)) & 0xF for i in range(8)], -1).reshape(packed.shape[0], -1)
+
+
+def test_cli_takes_nproc(sharded_llama: Path, tmp_path: Path) -> None:
+    """`quantkit plan --nproc` records it; `quantkit quantize --nproc` refuses a recipe with no distributed path
+    (exit 2) before anything loads or launches."""
+    from quantkit.cli import main
+
+    out = tmp_path / "plan.json"
+    with open(out, "w") as fh, contextlib.redirect_stdout(fh):
+        assert main(["plan", str(sharded_llama), "-H", "h100", "-s", "w4a16", "--nproc", "2", "--json"]) == 0
+    assert json.loads(out.read_text())["production"]["nproc"] == 2
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(["quantize", str(sharded_llama), "-H", "h100", "-s", "fp8-dynamic", "--nproc", "2",
+                   "-o", str(tmp_path / "q")])
+    assert rc == 2 and "not measured distributed" in err.getvalue()
+    assert not (tmp_path / "q").exists()
 
 
 @pytest.mark.slow

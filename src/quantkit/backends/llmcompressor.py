@@ -55,7 +55,7 @@ SMOOTHQUANT_STRENGTH = 0.8
 # quantizes it on one rank and shares the result; on CPU, two gloo ranks write the single-process checkpoint
 # (tests/backends/test_distributed.py, docs/big-models.md).
 DISTRIBUTED_ALGORITHMS: dict[str, str] = {
-    "gptq": "GPTQ under torchrun: Hessians summed over the ranks, each module quantized on one rank",
+    "gptq": "llm-compressor GPTQ sums each Hessian over the ranks and quantizes each module on one rank",
 }
 # AutoRound's own default and llm-compressor's examples/autoround example: 200 tuning steps per decoder layer
 AUTOROUND_ITERS = 200

@@ -10,6 +10,7 @@ import typer
 
 from quantkit.cli import INTERRUPTED, app
 from quantkit.cli.common import (
+    NPROC_OPTION,
     NUM_SAMPLES_OPTION,
     PATH_HELP,
     SEQ_LEN_OPTION,
@@ -48,10 +49,7 @@ def quantize_command(
     eval_data: Path = typer.Option(None, "--eval-data",
                                    help="With --max-ppl-rise: score the budget on this held-out .txt / .jsonl of "
                                         "{\"text\"} rows instead of the calibration text."),
-    nproc: int = typer.Option(1, "--nproc", min=1,
-                              help="Processes that quantize together under torchrun (one per GPU; gloo on CPU): "
-                                   "each calibrates on its share of the samples (GPTQ schemes; "
-                                   "docs/big-models.md)."),
+    nproc: int = NPROC_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     not_for_vllm: bool = typer.Option(False, "--not-for-vllm", help="Allow exports vLLM cannot load."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),

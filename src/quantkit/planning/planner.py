@@ -844,7 +844,8 @@ def _nproc(nproc: int, path: str, *, from_object: bool, scheme: Scheme, backend_
     """Why ``nproc`` ranks produce the checkpoint ("" for one process); PlanOptionError where they cannot."""
     if nproc == 1:
         return ""
-    fix = "Pass nproc=1 (--nproc 1), or a scheme with a distributed path (llm-compressor GPTQ: w4a16, w4a8)."
+    can = [s.name for s in SCHEMES.values() if any(b.distributed_support(s).ok for b in all_backends())]
+    fix = f"Pass nproc=1 (--nproc 1), or a scheme with a distributed path ({', '.join(can) or 'none'})."
     if backend_name == ONLINE_BACKEND or path in ("none", "model-free"):
         why = ("an online plan produces nothing" if backend_name == ONLINE_BACKEND else
                "the model-free path quantizes shard by shard with its own workers, no calibration to share")
