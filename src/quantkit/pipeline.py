@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from quantkit import progress
-from quantkit.backends import ModelFreeJob, ProduceJob, all_backends, get_backend
+from quantkit.backends import ModelFreeJob, ProduceJob, all_backends, distributed, get_backend
 from quantkit.backends.base import Backend
 from quantkit.calibration import (
     DEFAULT_MAX_SEQ_LENGTH,
@@ -147,6 +147,7 @@ def quantize(
     production: str = "auto",
     max_quality_loss: float | None = None,
     eval_data: str | Path | None = None,
+    nproc: int = 1,
 ) -> QuantizeResult:
     """Execute a plan: quantize a model into a checkpoint vLLM loads on the target, validate it, publish it.
 
@@ -190,6 +191,9 @@ def quantize(
         eval_data: with ``max_quality_loss``, the text the budget is scored on (a .txt, or a .jsonl of
             ``{"text": ...}`` rows; keep it out of the calibration data) instead of the calibration text: the
             sensitivity search and the check of the written checkpoint score its first 2,048 tokens.
+        nproc: processes that produce the checkpoint together: above 1, quantkit launches itself under torchrun
+            with ``nproc`` ranks (one per GPU; gloo on CPU) that each calibrate on their share of the samples,
+            and rank 0 publishes (llm-compressor GPTQ schemes, a checkpoint directory; docs/big-models.md).
 
     Returns:
         A :class:`QuantizeResult` with the path, the plan executed, timings, sizes and validator findings.
@@ -212,7 +216,7 @@ def quantize(
         given = {"hardware": hardware, "backend": backend, "kv_cache": kv_cache, "group_size": group_size,
                  "ignore": tuple(ignore) or None, "for_vllm": None if for_vllm else False,
                  "production": None if production == "auto" else production,
-                 "max_quality_loss": max_quality_loss}
+                 "max_quality_loss": max_quality_loss, "nproc": None if nproc == 1 else nproc}
         clash = [k for k, v in given.items() if v is not None]
         if clash:
             raise PlanOptionError(f"quantize() got a Plan and also {', '.join(clash)}: the plan already decided them.",
@@ -221,7 +225,7 @@ def quantize(
     else:
         chosen = plan(model, hardware, scheme=scheme, backend=backend, group_size=group_size, ignore=ignore,
                       kv_cache=kv_cache, for_vllm=for_vllm, production=production,
-                      max_quality_loss=max_quality_loss)
+                      max_quality_loss=max_quality_loss, nproc=nproc)
     return execute(chosen, model, output_dir=output_dir, calibration=calibration,
                    num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length,
                    tokenizer=tokenizer, overwrite=overwrite, t_start=t_start, eval_data=eval_data)
@@ -274,6 +278,16 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     problem = chosen.host_memory_problem() if model_is_path else None  # a model object is loaded already
     if problem is not None:  # refuse before loading anything: an OOM kill an hour in helps nobody
         raise HostMemoryError(f"Cannot quantize {name} with {sch.name} here: {problem[0]}.", fix=problem[1])
+    ranks = chosen.production_nproc
+    if ranks > 1 and not distributed.is_worker():
+        if not model_is_path or tokenizer is not None:
+            raise PlanOptionError(f"The plan runs on {ranks} processes, which load the checkpoint themselves; "
+                                  "quantize() got a model or tokenizer object.",
+                                  fix="Pass the checkpoint directory and no tokenizer, or plan with nproc=1.")
+        return _launch(chosen, dict(model=model, output_dir=out, calibration=calibration,
+                                    num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length,
+                                    overwrite=overwrite), t_start)
+    rank = distributed.rank() if ranks > 1 else 0
 
     steps = progress.current()
     offload_folder: Path | None = None
@@ -296,7 +310,12 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
             return runner.produce_model_free(mjob, tmp)
     else:
         offload = None
-        if chosen.production == "offloaded":
+        if ranks > 1:  # rank 0 reads the weights into shared memory, the other ranks map them (docs/big-models.md)
+            from quantkit.models.loading import Offload
+
+            offload = Offload(atomic.offload_dir(out), chosen.production_cpu_budget)
+            offload_folder = offload.folder
+        elif chosen.production == "offloaded":
             if not model_is_path:
                 raise PlanOptionError("The plan is offloaded (it loads the checkpoint files offloaded), but "
                                       "quantize() got a model object, which is in memory already.",
@@ -345,6 +364,9 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
                 layer_schemes=mixed.layer_schemes() if mixed else ())
 
         job = job_for(chosen, loaded.model)
+        if ranks > 1:  # this rank's share of the samples; the Hessians are summed over the ranks
+            start, end = distributed.rank_slice(len(samples), rank, ranks)
+            job = replace(job, calibration=samples[start:end])
         if offload is not None and source is not None:
             # saving an offloaded model gathers one output shard in RAM at a time (transformers'
             # save_pretrained; llm-compressor's wrapper defaults to 20 GB shards): shard like the source
@@ -393,6 +415,14 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
         produced = produce(tmp)
         notes.extend(produced.notes)
         timings = {"load_model_s": t_load, **produced.timings}
+        if rank != 0:  # rank 0 writes, validates and publishes; this rank's staging directory stays empty
+            atomic.discard(tmp)
+            timings["total_s"] = time.perf_counter() - t_start
+            return QuantizeResult(output_dir=out, scheme=sch.name, backend=runner.name, hardware=hw.name,
+                                  kv_cache=chosen.kv_cache_dtype, group_size=chosen.group_size, ignore=chosen.ignore,
+                                  num_calibration_samples=len(samples), timings=timings, original_bytes=None,
+                                  quantized_bytes=0, peak_rss_bytes=0, notes=(f"rank {rank}: rank 0 publishes",),
+                                  plan=chosen)
         manifest = {
             "scheme": sch.name, "backend": runner.name, "hardware": hw.name, "kv_cache": chosen.kv_cache_dtype,
             "group_size": chosen.group_size, "ignore": list(chosen.ignore), "num_calibration_samples": len(samples),
@@ -403,6 +433,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
             "for_vllm": chosen.for_vllm, "plan": {"rule": chosen.rule, "overrides": list(chosen.overrides),
                                                   "production_workers": chosen.production_workers,
                                                   "production_cpu_budget": chosen.production_cpu_budget,
+                                                  "production_nproc": chosen.production_nproc,
                                                   "tensor_parallel_size": chosen.tensor_parallel_size,
                                                   "vllm_args": dict(chosen.vllm_args)},
             "versions": _versions(), "notes": notes,
@@ -433,6 +464,20 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     )
     log.info("wrote %s (%.1f MB) in %.1f s", out, result.quantized_bytes / 1e6, timings["total_s"])
     return result
+
+
+def _launch(chosen: Plan, kwargs: dict[str, Any], t_start: float) -> QuantizeResult:
+    """Execute ``chosen`` on its ``production_nproc`` ranks under torchrun (backends/distributed.py) and return
+    rank 0's result, its total time counted from this process's start."""
+    import tempfile
+
+    steps = progress.current()
+    steps.step(f"quantizing on {chosen.production_nproc} processes (torchrun)")
+    with tempfile.TemporaryDirectory(prefix="quantkit-nproc-") as work, steps.library_output():
+        result = distributed.launch(chosen, kwargs, Path(work))
+    timings = {**result.timings, "ranks_total_s": result.timings.get("total_s", 0.0),
+               "total_s": time.perf_counter() - t_start}
+    return replace(result, timings=timings)
 
 
 #: searches (and productions) a mixed-precision quantize may spend before it gives up on the budget

@@ -160,6 +160,11 @@ class Backend(ABC):
         a time on the accelerator: the planner's ``production="offloaded"``); no by default."""
         return BackendSupport(False, f"the {self.name} backend has no offloaded path")
 
+    def distributed_support(self, scheme: Scheme) -> BackendSupport:
+        """Whether :meth:`produce` runs as one of N ranks under torchrun (``quantize(nproc=N)``: each rank
+        calibrates on its share of the samples, rank 0 writes); no by default."""
+        return BackendSupport(False, f"the {self.name} backend has no distributed path")
+
     def produce_model_free(self, job: ModelFreeJob, out_dir: Path) -> ProduceResult:
         """Quantize the checkpoint at ``job.source`` shard by shard into ``out_dir`` (weights, index, config,
         tokenizer), for a backend whose :meth:`model_free_support` says yes."""

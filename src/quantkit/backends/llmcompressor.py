@@ -50,6 +50,13 @@ FP8_KV_CACHE_SCHEME: dict[str, Any] = {
     "num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False, "symmetric": True,
 }
 SMOOTHQUANT_STRENGTH = 0.8
+# The recipes whose distributed oneshot (torchrun, one process per GPU) quantkit runs, with what was measured.
+# GPTQ: llm-compressor sums each module's Hessian over the ranks (GPTQModifier._reduce_hessian_to_target_rank),
+# quantizes it on one rank and shares the result; on CPU, two gloo ranks write the single-process checkpoint
+# (tests/backends/test_distributed.py, docs/big-models.md).
+DISTRIBUTED_ALGORITHMS: dict[str, str] = {
+    "gptq": "llm-compressor GPTQ sums each Hessian over the ranks and quantizes each module on one rank",
+}
 # AutoRound's own default and llm-compressor's examples/autoround example: 200 tuning steps per decoder layer
 AUTOROUND_ITERS = 200
 
@@ -151,7 +158,8 @@ class LlmCompressorBackend(Backend):
         t0 = time.perf_counter()
         steps = progress.current()
         try:
-            with _library_output(OneshotSteps(recipe) if kwargs else None), _cpu_safe_awq():
+            with _library_output(OneshotSteps(recipe) if kwargs else None), _cpu_safe_awq(), \
+                    _sync_gptq_ranks_on_cpu():
                 oneshot(model=job.model, tokenizer=job.tokenizer, recipe=recipe, **kwargs)
         except Exception as exc:  # translate at the boundary, keep the cause
             raise BackendError(f"llm-compressor failed on {job.scheme.name}: {type(exc).__name__}: {exc}",
@@ -163,8 +171,11 @@ class LlmCompressorBackend(Backend):
         t1 = time.perf_counter()
         with _library_output():
             shard = {"max_shard_size": job.options["max_shard_size"]} if job.options.get("max_shard_size") else {}
+            # distributed: every rank compresses its share of the modules, rank 0 alone writes (llm-compressor's
+            # save_pretrained wrapper: is_source_process())
             job.model.save_pretrained(out_dir, save_compressed=True, **shard)
-            job.tokenizer.save_pretrained(out_dir)
+            if _rank() == 0:
+                job.tokenizer.save_pretrained(out_dir)
         result.timings["save_s"] = time.perf_counter() - t1
         return result
 
@@ -189,6 +200,16 @@ class LlmCompressorBackend(Backend):
         # subgraph); a data-free recipe runs through the same pipeline without data
         return BackendSupport(True, "llm-compressor's sequential pipeline on a model loaded by compressed-tensors' "
                                     "load_offloaded_model (device_map='auto_offload')")
+
+    def distributed_support(self, scheme: Scheme) -> BackendSupport:
+        rec = scheme.llmcompressor
+        if rec is None:
+            return BackendSupport(False, f"llm-compressor has no recipe for {scheme.name}")
+        why = DISTRIBUTED_ALGORITHMS.get(rec.algorithm)
+        if why is None:
+            return BackendSupport(False, f"{scheme.name} uses {rec.algorithm}, which quantkit has not measured "
+                                         f"distributed (measured: {', '.join(DISTRIBUTED_ALGORITHMS)})")
+        return BackendSupport(True, why)
 
     def produce_model_free(self, job: ModelFreeJob, out_dir: Path) -> ProduceResult:
         """Run llm-compressor's ``model_free_ptq`` from ``job.source`` into ``out_dir``, resumably.
@@ -499,6 +520,45 @@ def calibration_dataset(job: ProduceJob) -> Any:
 
     ids = [list(s) for s in job.calibration]
     return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(s) for s in ids]})
+
+
+def _rank() -> int:
+    """This process's rank in an initialised torch.distributed group (0 when there is none)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+@contextlib.contextmanager
+def _sync_gptq_ranks_on_cpu() -> Iterator[None]:
+    """Distributed GPTQ with no accelerator: a barrier after each layer's GPTQ, for the duration of one oneshot.
+
+    llm-compressor 0.14 quantizes each module on one rank, then shares it with ``broadcast_qparams_and_cleanup``
+    (llmcompressor/utils/dist.py), which skips modules whose execution device is the CPU (``skip_cpu=True``):
+    their weights live in the shared CPU memory every rank maps, so no copy is needed. But then nothing waits
+    for the owning rank to finish writing them: the other ranks go on to propagate the calibration data through
+    the layer (and, after the last layer, to compress it for saving) while its GPTQ weights are still being
+    written, and read them half-written. On a GPU each module executes on the GPU, the broadcast runs and its
+    ``wait()`` is the synchronisation; on CPU this barrier restores it."""
+    import torch
+    import torch.distributed as dist
+
+    if torch.accelerator.is_available() or not (dist.is_available() and dist.is_initialized()):
+        yield
+        return
+    from llmcompressor.modifiers.gptq import GPTQModifier
+
+    original = GPTQModifier.compress_modules
+
+    def compress_modules(self: Any) -> None:
+        original(self)
+        dist.barrier()
+
+    GPTQModifier.compress_modules = compress_modules  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        GPTQModifier.compress_modules = original  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import json
 import typer
 
 from quantkit.cli import app
-from quantkit.cli.common import PATH_HELP
+from quantkit.cli.common import NPROC_OPTION, PATH_HELP
 from quantkit.hardware import HARDWARE
 from quantkit.planning.rules import SELECTION_RULES, WORKLOADS, explain_rule
 from quantkit.schemes import KV_CACHE_DTYPES
@@ -39,6 +39,7 @@ def plan_command(
     lora: bool = typer.Option(False, "--lora", help="Serve LoRA adapters on the result (--enable-lora); checked "
                                                     "against the format, model and target."),
     path: str = typer.Option("auto", "--path", help=PATH_HELP),
+    nproc: int = NPROC_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     rules: bool = typer.Option(False, "--rules", help="Print the selection rules, in the order they are tried."),
 ) -> None:
@@ -52,5 +53,6 @@ def plan_command(
     result = plan(model, hardware, scheme=scheme, backend=backend, group_size=group_size, ignore=tuple(ignore or ()),
                   for_vllm=not not_for_vllm, workload=workload, kv_cache=kv_cache, max_model_len=max_model_len,
                   concurrency=concurrency, tensor_parallel_size=tensor_parallel_size, gpus=gpus, nodes=nodes,
-                  accuracy_critical=accuracy_critical, online=online, production=path, lora=lora)
+                  accuracy_critical=accuracy_critical, online=online, production=path, lora=lora,
+                  nproc=nproc)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))

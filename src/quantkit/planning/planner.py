@@ -174,6 +174,9 @@ class Plan:
     #: where the in-memory path puts the model on a CUDA producer: ``host`` (host RAM; the backend onloads
     #: layers itself) or ``gpus`` (spread over the GPUs present: ModelOpt); always ``host`` on a CPU producer
     production_placement: str = "host"
+    #: processes under torchrun that produce the checkpoint together (1: this process alone), and why
+    production_nproc: int = 1
+    production_nproc_reason: str = ""
 
     @property
     def production_fits(self) -> bool:
@@ -229,7 +232,8 @@ class Plan:
                            "cpu_budget_bytes": self.production_cpu_budget,
                            "disk_bytes": self.production_disk_bytes,
                            "device_bytes": self.production_device_bytes,
-                           "placement": self.production_placement},
+                           "placement": self.production_placement,
+                           "nproc": self.production_nproc, "nproc_reason": self.production_nproc_reason},
             "mixed_precision": None if self.max_ppl_rise is None else {
                 "max_ppl_rise_pct": self.max_ppl_rise, "steps": list(self.mixed_steps), "reason": self.mixed_reason,
                 "layers": self.mixed.to_dict() if self.mixed else None},
@@ -258,6 +262,7 @@ class Plan:
             *([f"  calibrate  {self.calibration_reason}"] if self.calibration_samples else []),
             *([f"  produce    {self.production_reason}"] if self.production_reason else []),
             *([f"             {self.production_where}"] if self.production_where else []),
+            *([f"  ranks      {self.production_nproc_reason}"] if self.production_nproc > 1 else []),
             *([f"  mixed      {self.mixed.summary() if self.mixed else self.mixed_reason}"]
               if self.max_ppl_rise is not None else []),
             *(self.mixed.table() if self.mixed else []),
@@ -435,7 +440,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
          max_model_len: int = 4096, concurrency: int = 16, tensor_parallel_size: int | None = None,
          gpus: int | None = None, nodes: int = 1, accuracy_critical: bool = False,
          device: str | None = None, online: bool = False, production: str = "auto", lora: bool = False,
-         max_quality_loss: float | None = None) -> Plan:
+         max_quality_loss: float | None = None, nproc: int = 1) -> Plan:
     """Decide how to quantize and serve a checkpoint on a target, with reasons and a memory fit.
 
     Every argument after ``hardware`` is optional; the ones that name a choice (``scheme``, ``backend``,
@@ -478,6 +483,11 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
             starts from w4a16 (``auto`` picks it) and names the precisions layers may move up to on this target
             (w8a16 where vLLM serves it, then 16-bit); ``quantize()`` measures each layer's sensitivity on the
             calibration data and keeps the fewest layers higher that meet the budget (docs/quality.md).
+        nproc: processes that produce the checkpoint together: above 1, ``quantize()`` launches itself under
+            torchrun with ``nproc`` ranks (one per GPU on a GPU node; gloo on CPU), each calibrating on its share
+            of the samples, and rank 0 writes (``backends/distributed.py``; docs/big-models.md). Needs a backend
+            that declares a distributed path for the scheme (llm-compressor GPTQ), a checkpoint directory and the
+            in-memory or offloaded path; refused otherwise.
         lora: serve LoRA adapters on the result (``vllm_args["enable_lora"] = True``): checked against the
             format, the model (MoE experts need a LoRA-capable kernel) and the target before anything loads
             (``vllm_facts.LORA_FACTS``); refused with rule QK018 where vLLM has no LoRA path.
@@ -500,7 +510,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         raise UnknownNameError.for_name("workload", workload, WORKLOADS)
     for opt, value in (("max_model_len", max_model_len), ("concurrency", concurrency),
                        ("tensor_parallel_size", tensor_parallel_size), ("group_size", group_size),
-                       ("gpus", gpus), ("nodes", nodes)):
+                       ("gpus", gpus), ("nodes", nodes), ("nproc", nproc)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise PlanOptionError(f"{opt} must be a positive integer, got {value!r}.",
                                   fix=f"Pass {opt}=1 or more.")
@@ -691,6 +701,10 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         mixed_reason = (f"within +{budget:g} % perplexity on the calibration text (or quantize(eval_data=...)): "
                         f"{why}; quantize() measures each layer's sensitivity and keeps the fewest layers higher")
         reasons.append(f"mixed precision: {mixed_reason}")
+    nproc_reason = _nproc(nproc, prod.path, from_object=hasattr(model, "named_parameters"), scheme=sch,
+                          backend_name=backend_name, mixed=budget is not None, device=producer_device)
+    if nproc_reason:
+        reasons.append(f"ranks: {nproc_reason}")
     if not prod.fits and not hasattr(model, "named_parameters"):  # a model object is in memory already
         warnings.append(_host_memory_warning(prod))
     reasons += [f"skipped rule {r.id} ({r.scheme}): {why}" for r, why in skipped]
@@ -747,6 +761,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         production_where=(prod.where() if prod.path != "none" else "")
         + (f", ~{inventory.unquantized_bytes / GIB:.1f} GiB of weights spread over the GPUs present"
            if placement == "gpus" else ""),
+        production_nproc=nproc, production_nproc_reason=nproc_reason,
     )
 
 
@@ -822,6 +837,34 @@ def _production(requested: str, *, view: Any, from_object: bool, scheme: Scheme,
                              quantized_bytes=quantized_bytes, shards=shards, device=device,
                              host_bytes=_hardware.host_memory_bytes(), offload_blocked=offload_blocked,
                              layer=layer, activations=acts, gptq="gptq" in algorithm)
+
+
+def _nproc(nproc: int, path: str, *, from_object: bool, scheme: Scheme, backend_name: str, mixed: bool,
+           device: str) -> str:
+    """Why ``nproc`` ranks produce the checkpoint ("" for one process); PlanOptionError where they cannot."""
+    if nproc == 1:
+        return ""
+    can = [s.name for s in SCHEMES.values() if any(b.distributed_support(s).ok for b in all_backends())]
+    fix = f"Pass nproc=1 (--nproc 1), or a scheme with a distributed path ({', '.join(can) or 'none'})."
+    if backend_name == ONLINE_BACKEND or path in ("none", "model-free"):
+        why = ("an online plan produces nothing" if backend_name == ONLINE_BACKEND else
+               "the model-free path quantizes shard by shard with its own workers, no calibration to share")
+        raise PlanOptionError(f"nproc={nproc} cannot run here: {why}.", fix=fix)
+    if from_object:
+        raise PlanOptionError(f"nproc={nproc} needs a checkpoint directory: each rank loads it (rank 0 reads it "
+                              "into shared memory); a model object lives in this process only.",
+                              fix="Pass the checkpoint directory, or nproc=1.")
+    if mixed:
+        raise PlanOptionError(f"nproc={nproc} with max_quality_loss: the mixed-precision search runs in one "
+                              "process.", fix="Drop max_quality_loss or pass nproc=1.")
+    sup = get_backend(backend_name).distributed_support(scheme)
+    if not sup.ok:
+        raise PlanOptionError(f"nproc={nproc} cannot run here: {sup.reason}.", fix=fix)
+    where = ("one GPU per rank over NCCL (cuda:LOCAL_RANK)" if device == "cuda"
+             else "on this CPU over gloo")
+    return (f"{nproc} processes under torchrun, {where}: {sup.reason}; each rank loads the model through "
+            f"compressed-tensors' load_offloaded_model (shared CPU memory) and calibrates on 1/{nproc} of the "
+            "samples; rank 0 writes, validates and publishes")
 
 
 def _host_memory_warning(prod: ProductionChoice) -> str:
