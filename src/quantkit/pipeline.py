@@ -383,6 +383,7 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
             from quantkit.eval.sensitivity import checkpoint_rise
 
             mixed = chosen.mixed
+            history: list[tuple[float, float]] = []  # (predicted, measured) of the attempts before this one
             for attempt in range(1, MIXED_ATTEMPTS + 1):
                 steps.step(f"measuring the mixed checkpoint (attempt {attempt})")
                 measured = checkpoint_rise(tmp, scoring, mixed.original_ppl)
@@ -395,8 +396,9 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
                 with steps.library_output():
                     reloaded = load_model("embedded" if model is None else model, tokenizer).model
-                chosen = _search_mixed(chosen, reloaded, scoring, scored_on=scored_on,
-                                       target_pct=tighter(mixed, measured),
+                target = tighter(mixed, measured, history)
+                history.append((mixed.predicted_pct, measured))
+                chosen = _search_mixed(chosen, reloaded, scoring, scored_on=scored_on, target_pct=target,
                                        sensitivity={c.unit: c.sensitivity_pct for c in mixed.choices})
                 mixed = chosen.mixed
                 result = runner.produce(job_for(chosen, reloaded), tmp)
@@ -481,7 +483,7 @@ def _launch(chosen: Plan, kwargs: dict[str, Any], t_start: float) -> QuantizeRes
 
 
 #: searches (and productions) a mixed-precision quantize may spend before it gives up on the budget
-MIXED_ATTEMPTS = 3
+MIXED_ATTEMPTS = 4
 
 
 def _scoring_samples(eval_data: str | Path, tokenizer: Any, max_seq_length: int) -> tuple[tuple[int, ...], ...]:

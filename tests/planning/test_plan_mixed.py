@@ -141,3 +141,22 @@ def test_every_retry_aims_lower_than_the_last() -> None:
     assert t3 < min(t2, 7.5) and t3 == pytest.approx(7.5 * 0.8)
     third = dataclasses.replace(second, predicted_pct=5.0, target_pct=t3)
     assert tighter(third, measured_pct=20.0) == pytest.approx(5.0 * 0.5)  # twice over: half the last aim
+
+
+def test_after_two_misses_the_retry_follows_the_measured_line() -> None:
+    """Measured on held-out scoring text (embedded model, +10 %): predicted 9.78 -> measured 11.62, predicted
+    7.73 -> measured 10.82. The 20 % step alone would aim at 6.2 (about +10.2 % by that line: a third miss); the
+    line through the two points aims at 95 % of the budget."""
+    from quantkit.planning.mixed import MixedPrecision, tighter
+
+    second = MixedPrecision(10.0, ("w4a16", "w8a16"), "", (), 40.0, predicted_pct=7.73, tokens=2048, evaluations=1,
+                            target_pct=7.8)
+    aim = tighter(second, measured_pct=10.82, history=[(9.78, 11.62)])
+    slope = (11.62 - 10.82) / (9.78 - 7.73)
+    assert aim == pytest.approx(7.73 - (10.82 - 9.5) / slope)  # ~4.35
+    assert aim < 7.73 * 0.8
+    # a line that says the aim is absurd is bounded at 4x tighter than the last aim
+    assert tighter(second, measured_pct=10.82, history=[(7.83, 10.83)]) == pytest.approx(0.25 * 7.73)
+    # no progress between the two (measured did not fall): the step, by the overshoot and at least 20 %
+    assert tighter(second, measured_pct=12.0, history=[(9.78, 11.62)]) == pytest.approx(7.73 * 0.8)
+    assert tighter(second, measured_pct=15.0, history=[(9.78, 11.62)]) == pytest.approx(7.73 * 10 / 15)

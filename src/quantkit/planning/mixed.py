@@ -278,10 +278,22 @@ def decide(all_units: Sequence[Unit], sensitivity: Mapping[str, float], assignme
                           evaluations)
 
 
-def tighter(mixed: MixedPrecision, measured_pct: float) -> float:
-    """The internal target for the next search when the written checkpoint missed the budget: the last search's
-    target (or its prediction, when that was lower) scaled down by how far the measurement overshot the budget,
-    and by at least 20 %, so every retry promotes more than the last (a retry that ended on the same target
-    would write the same checkpoint and miss again)."""
+def tighter(mixed: MixedPrecision, measured_pct: float,
+            history: Sequence[tuple[float, float]] = ()) -> float:
+    """The internal target for the next search when the written checkpoint missed the budget.
+
+    ``history`` holds the earlier attempts' (predicted, measured) rises. With one miss: the last search's target
+    (or its prediction, when lower) scaled down by the overshoot and by at least 20 %, so every retry promotes
+    more than the last. With two or more: the line through the last two (predicted, measured) points -- the
+    written checkpoint's rise follows the round-to-nearest prediction with a slope and an offset of its own
+    (GPTQ fits the calibration text; on held-out text it can land above the prediction) -- is solved for 95 %
+    of the budget, never less tight than the 20 % step and never more than 4x tighter than the last aim."""
     last = min(mixed.target_pct or mixed.budget_pct, max(mixed.predicted_pct, 1e-6))
-    return last * min(mixed.budget_pct / max(measured_pct, 1e-6), 0.8)
+    step = last * min(mixed.budget_pct / max(measured_pct, 1e-6), 0.8)
+    points = [*history, (mixed.predicted_pct, measured_pct)]
+    if len(points) >= 2:
+        (p0, m0), (p1, m1) = points[-2], points[-1]
+        if p0 - p1 > 1e-6 and m0 > m1:
+            aim = p1 - (m1 - 0.95 * mixed.budget_pct) * (p0 - p1) / (m0 - m1)
+            return max(min(aim, step), 0.25 * last)
+    return step
