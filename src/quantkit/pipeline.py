@@ -43,7 +43,7 @@ from quantkit.errors import (
 )
 from quantkit.hardware import HardwareName, support
 from quantkit.models.embedded import is_embedded
-from quantkit.planning.mixed import tighter
+from quantkit.planning.mixed import MIXED_ALGORITHM, tighter
 from quantkit.planning.planner import EXPLICIT_RULE, Plan, plan
 from quantkit.schemes import KvCacheDtype, SchemeName
 
@@ -360,7 +360,8 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
                 model=model_obj, tokenizer=loaded.tokenizer, scheme=sch,
                 ignore=current.ignore + (tuple(mixed.ignore_entries()) if mixed else ()),
                 kv_cache=_producer_kv(current), calibration=samples, max_seq_length=max_seq_length,
-                group_size=current.group_size, options={"for_vllm": current.for_vllm, "hardware": hw.name},
+                group_size=current.group_size, options={"for_vllm": current.for_vllm, "hardware": hw.name,
+                                                        **({"algorithm": MIXED_ALGORITHM} if mixed else {})},
                 layer_schemes=mixed.layer_schemes() if mixed else ())
 
         job = job_for(chosen, loaded.model)

@@ -118,28 +118,27 @@ class LlmCompressorBackend(Backend):
         )
         from llmcompressor.modifiers.transform import AWQModifier, SmoothQuantModifier
 
-        recipe = job.scheme.llmcompressor
-        assert recipe is not None
+        algorithm = _algorithm(job)
         common: dict[str, Any] = {"config_groups": self._config_groups(job), "ignore": list(job.ignore)}
         if job.kv_cache == "fp8":
             common["kv_cache_scheme"] = dict(FP8_KV_CACHE_SCHEME)
-        if recipe.algorithm == "rtn":
+        if algorithm == "rtn":
             return [QuantizationModifier(**common)]
-        if recipe.algorithm == "gptq":
+        if algorithm == "gptq":
             return [GPTQModifier(**common)]
-        if recipe.algorithm == "smoothquant+gptq":
+        if algorithm == "smoothquant+gptq":
             return [SmoothQuantModifier(smoothing_strength=SMOOTHQUANT_STRENGTH, ignore=list(job.ignore)),
                     GPTQModifier(**common)]
-        if recipe.algorithm == "awq":
+        if algorithm == "awq":
             return [AWQModifier(duo_scaling="both"), QuantizationModifier(**common)]
-        if recipe.algorithm == "autoround":
+        if algorithm == "autoround":
             from llmcompressor.modifiers.autoround import AutoRoundModifier
 
             return [AutoRoundModifier(**common, iters=AUTOROUND_ITERS)]
-        raise UnsupportedSchemeError(f"Unknown llm-compressor algorithm {recipe.algorithm!r}.")
+        raise UnsupportedSchemeError(f"Unknown llm-compressor algorithm {algorithm!r}.")
 
     def needs_data(self, job: ProduceJob) -> bool:
-        return job.scheme.needs_calibration or job.kv_cache != "auto"
+        return (job.scheme.needs_calibration and _algorithm(job) != "rtn") or job.kv_cache != "auto"
 
     def produce(self, job: ProduceJob, out_dir: Path) -> ProduceResult:
         result = ProduceResult()
@@ -527,6 +526,14 @@ def _rank() -> int:
     import torch.distributed as dist
 
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _algorithm(job: ProduceJob) -> str:
+    """The scheme's algorithm, or the one the plan set for this job (a mixed-precision checkpoint is produced
+    round-to-nearest: planning/mixed.py MIXED_ALGORITHM)."""
+    recipe = job.scheme.llmcompressor
+    assert recipe is not None
+    return str(job.options.get("algorithm") or recipe.algorithm)
 
 
 @contextlib.contextmanager

@@ -699,7 +699,9 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         step_sup = support(step, hw)
         mixed_steps, why = ladder(sch.name, step_sup.runs, step_sup.kernel if step_sup.runs else step_sup.reason)
         mixed_reason = (f"within +{budget:g} % perplexity on the calibration text (or quantize(eval_data=...)): "
-                        f"{why}; quantize() measures each layer's sensitivity and keeps the fewest layers higher")
+                        f"{why}; quantize() measures each layer's sensitivity and keeps the fewest layers higher, "
+                        "then writes the mix round-to-nearest, the grid the search predicts with (GPTQ landed "
+                        "above the prediction on held-out text)")
         reasons.append(f"mixed precision: {mixed_reason}")
     nproc_reason = _nproc(nproc, prod.path, from_object=hasattr(model, "named_parameters"), scheme=sch,
                           backend_name=backend_name, mixed=budget is not None, device=producer_device)
