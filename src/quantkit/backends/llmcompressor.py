@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from quantkit import progress
+from quantkit.backends import distributed
 from quantkit.backends.base import (
     Backend,
     BackendSupport,
@@ -173,7 +174,7 @@ class LlmCompressorBackend(Backend):
             # distributed: every rank compresses its share of the modules, rank 0 alone writes (llm-compressor's
             # save_pretrained wrapper: is_source_process())
             job.model.save_pretrained(out_dir, save_compressed=True, **shard)
-            if _rank() == 0:
+            if distributed.rank() == 0:
                 job.tokenizer.save_pretrained(out_dir)
         result.timings["save_s"] = time.perf_counter() - t1
         return result
@@ -519,13 +520,6 @@ def calibration_dataset(job: ProduceJob) -> Any:
 
     ids = [list(s) for s in job.calibration]
     return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(s) for s in ids]})
-
-
-def _rank() -> int:
-    """This process's rank in an initialised torch.distributed group (0 when there is none)."""
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _algorithm(job: ProduceJob) -> str:
