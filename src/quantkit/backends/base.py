@@ -160,9 +160,10 @@ class Backend(ABC):
         a time on the accelerator: the planner's ``production="offloaded"``); no by default."""
         return BackendSupport(False, f"the {self.name} backend has no offloaded path")
 
-    def distributed_support(self, scheme: Scheme) -> BackendSupport:
+    def distributed_support(self, scheme: Scheme, device: str = "cuda") -> BackendSupport:
         """Whether :meth:`produce` runs as one of N ranks under torchrun (``quantize(nproc=N)``: each rank
-        calibrates on its share of the samples, rank 0 writes); no by default."""
+        calibrates on its share of the samples, rank 0 writes) on ``device`` ("cuda": a GPU per rank, "cpu":
+        gloo on this host); no by default."""
         return BackendSupport(False, f"the {self.name} backend has no distributed path")
 
     def produce_model_free(self, job: ModelFreeJob, out_dir: Path) -> ProduceResult:

@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -149,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QuantkitError as exc:
         if me == 0:
             Path(spec["error"]).write_text(json.dumps(exc.to_dict()))
+        if exc.__cause__ is not None:
+            # the chained exception lives in this rank's process only: print it here, where the launcher's
+            # output shows it, since the error that reaches quantize() carries the message alone
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"rank {me}: {exc}", file=sys.stderr)
         return 1
     if me == 0:

@@ -51,12 +51,24 @@ FP8_KV_CACHE_SCHEME: dict[str, Any] = {
     "num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False, "symmetric": True,
 }
 SMOOTHQUANT_STRENGTH = 0.8
-# The recipes whose distributed oneshot (torchrun, one process per GPU) quantkit runs, with what was measured.
-# GPTQ: llm-compressor sums each module's Hessian over the ranks (GPTQModifier._reduce_hessian_to_target_rank),
-# quantizes it on one rank and shares the result; on CPU, two gloo ranks write the single-process checkpoint
+# The recipes whose distributed oneshot (torchrun, one process per GPU) quantkit runs: algorithm -> (why it is
+# sound, the devices it runs on). Each has an llm-compressor DDP example (examples/quantization_w4a16/
+# llama3_ddp_example.py, examples/quantization_w8a8_int8/smoothquant_ddp_example.py, examples/awq/
+# llama_example_ddp.py), which run on GPUs; what runs on CPU (gloo) was measured here against one process
 # (tests/backends/test_distributed.py, docs/big-models.md).
-DISTRIBUTED_ALGORITHMS: dict[str, str] = {
-    "gptq": "llm-compressor GPTQ sums each Hessian over the ranks and quantizes each module on one rank",
+# GPTQ: llm-compressor sums each module's Hessian over the ranks (GPTQModifier._reduce_hessian_to_target_rank),
+# quantizes it on one rank and shares the result; on CPU two gloo ranks write the single-process checkpoint.
+# SmoothQuant: the ranks all-reduce the activation min/max, then each applies the same smoothing to its weights;
+# on CPU the weights are one shared copy, so quantkit lets rank 0 alone apply it (_smooth_once_on_cpu).
+# AWQ: llm-compressor 0.14 all-reduces its statistics on the accelerator's device type (awq/base.py
+# ``_allreduce_data_sum`` reads ``torch.accelerator.current_accelerator().type``), so it fails with no GPU.
+DISTRIBUTED_ALGORITHMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gptq": ("llm-compressor GPTQ sums each Hessian over the ranks and quantizes each module on one rank",
+             ("cuda", "cpu")),
+    "smoothquant+gptq": ("llm-compressor SmoothQuant all-reduces the activation ranges over the ranks, GPTQ sums "
+                         "each Hessian over them and quantizes each module on one rank", ("cuda", "cpu")),
+    "awq": ("llm-compressor AWQ all-reduces its activation statistics and search losses over the ranks",
+            ("cuda",)),
 }
 # AutoRound's own default and llm-compressor's examples/autoround example: 200 tuning steps per decoder layer
 AUTOROUND_ITERS = 200
@@ -159,7 +171,7 @@ class LlmCompressorBackend(Backend):
         steps = progress.current()
         try:
             with _library_output(OneshotSteps(recipe) if kwargs else None), _cpu_safe_awq(), \
-                    _sync_gptq_ranks_on_cpu():
+                    _sync_gptq_ranks_on_cpu(), _smooth_once_on_cpu():
                 oneshot(model=job.model, tokenizer=job.tokenizer, recipe=recipe, **kwargs)
         except Exception as exc:  # translate at the boundary, keep the cause
             raise BackendError(f"llm-compressor failed on {job.scheme.name}: {type(exc).__name__}: {exc}",
@@ -201,14 +213,19 @@ class LlmCompressorBackend(Backend):
         return BackendSupport(True, "llm-compressor's sequential pipeline on a model loaded by compressed-tensors' "
                                     "load_offloaded_model (device_map='auto_offload')")
 
-    def distributed_support(self, scheme: Scheme) -> BackendSupport:
+    def distributed_support(self, scheme: Scheme, device: str = "cuda") -> BackendSupport:
         rec = scheme.llmcompressor
         if rec is None:
             return BackendSupport(False, f"llm-compressor has no recipe for {scheme.name}")
-        why = DISTRIBUTED_ALGORITHMS.get(rec.algorithm)
-        if why is None:
-            return BackendSupport(False, f"{scheme.name} uses {rec.algorithm}, which quantkit has not measured "
-                                         f"distributed (measured: {', '.join(DISTRIBUTED_ALGORITHMS)})")
+        entry = DISTRIBUTED_ALGORITHMS.get(rec.algorithm)
+        if entry is None:
+            return BackendSupport(False, f"{scheme.name} uses {rec.algorithm}, which has no distributed path in "
+                                         f"quantkit (it has: {', '.join(DISTRIBUTED_ALGORITHMS)})")
+        why, devices = entry
+        if device not in devices:
+            return BackendSupport(False, f"{scheme.name} uses {rec.algorithm}, whose distributed oneshot in "
+                                         f"llm-compressor 0.14 needs a GPU per rank (its all-reduce runs on the "
+                                         f"accelerator's device type); this host has none")
         return BackendSupport(True, why)
 
     def produce_model_free(self, job: ModelFreeJob, out_dir: Path) -> ProduceResult:
@@ -560,6 +577,48 @@ def _sync_gptq_ranks_on_cpu() -> Iterator[None]:
         yield
     finally:
         GPTQModifier.compress_modules = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _smooth_once_on_cpu() -> Iterator[None]:
+    """Distributed SmoothQuant with no accelerator: rank 0 alone applies each layer's smoothing, for the duration
+    of one oneshot.
+
+    llm-compressor 0.14's ``SmoothQuantModifier._apply_smoothing`` all-reduces the activation ranges, then every
+    rank divides the norm weights and multiplies the following Linears' weights by the same scales, in place
+    ("avoiding the need for a broadcast of the final weight tensors"). On a GPU each rank does that to its own
+    onloaded copy and writes the same values back. On CPU the onloaded weights are the one copy in the shared
+    memory every rank maps, so each rank applies the scales again to what another rank already scaled (measured:
+    norm weights 0.73x off a single process). Here every rank takes part in the all-reduce, rank 0 alone scales,
+    and the others drop their statistics as ``_apply_smoothing`` does and wait for it."""
+    import torch
+    import torch.distributed as dist
+
+    if torch.accelerator.is_available() or not (dist.is_available() and dist.is_initialized()):
+        yield
+        return
+    from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
+
+    original = SmoothQuantModifier._apply_smoothing
+    reduce = SmoothQuantModifier._reduce_activation_scales
+
+    def apply_smoothing(self: Any, model: Any) -> None:
+        reduce(self)  # a collective: every rank
+        if dist.get_rank() == 0:
+            SmoothQuantModifier._reduce_activation_scales = lambda self: None  # type: ignore[method-assign]
+            try:
+                original(self, model)
+            finally:
+                SmoothQuantModifier._reduce_activation_scales = reduce  # type: ignore[method-assign]
+        else:
+            self.scales_.clear()
+        dist.barrier()
+
+    SmoothQuantModifier._apply_smoothing = apply_smoothing  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SmoothQuantModifier._apply_smoothing = original  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager

@@ -846,7 +846,7 @@ def _nproc(nproc: int, path: str, *, from_object: bool, scheme: Scheme, backend_
     """Why ``nproc`` ranks produce the checkpoint ("" for one process); PlanOptionError where they cannot."""
     if nproc == 1:
         return ""
-    can = [s.name for s in SCHEMES.values() if any(b.distributed_support(s).ok for b in all_backends())]
+    can = [s.name for s in SCHEMES.values() if any(b.distributed_support(s, device).ok for b in all_backends())]
     fix = f"Pass nproc=1 (--nproc 1), or a scheme with a distributed path ({', '.join(can) or 'none'})."
     if backend_name == ONLINE_BACKEND or path in ("none", "model-free"):
         why = ("an online plan produces nothing" if backend_name == ONLINE_BACKEND else
@@ -859,7 +859,7 @@ def _nproc(nproc: int, path: str, *, from_object: bool, scheme: Scheme, backend_
     if mixed:
         raise PlanOptionError(f"nproc={nproc} with max_quality_loss: the mixed-precision search runs in one "
                               "process.", fix="Drop max_quality_loss or pass nproc=1.")
-    sup = get_backend(backend_name).distributed_support(scheme)
+    sup = get_backend(backend_name).distributed_support(scheme, device)
     if not sup.ok:
         raise PlanOptionError(f"nproc={nproc} cannot run here: {sup.reason}.", fix=fix)
     where = ("one GPU per rank over NCCL (cuda:LOCAL_RANK)" if device == "cuda"
