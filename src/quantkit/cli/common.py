@@ -148,7 +148,7 @@ NUM_SAMPLES_OPTION = typer.Option(
 NPROC_OPTION = typer.Option(
     1, "--nproc", min=1,
     help="Processes that quantize together under torchrun (one per GPU; gloo on CPU), each calibrating on its "
-         "share of the samples; rank 0 writes (GPTQ schemes; docs/big-models.md).")
+         "share of the samples; rank 0 writes (GPTQ, SmoothQuant + GPTQ; AWQ on GPUs; docs/big-models.md).")
 SEQ_LEN_OPTION = typer.Option(
     None, "--seq-len", min=8,
     help="Tokens per calibration sample (default: the plan's; 2048 llm-compressor, 512 ModelOpt, 256 demo).")
