@@ -66,6 +66,15 @@ ACTIVATION_COPIES = 2
 #: GPTQ keeps one float32 Hessian of in_features x in_features per Linear of the layer being calibrated
 #: (llmcompressor/modifiers/gptq/helpers.py, ``make_empty_hessian``)
 HESSIAN_BYTES_PER_ELEMENT = 4
+#: then quantizes the Linears one by one, and for one Linear holds up to three float32 Hessians at once (its own,
+#: normalized and stacked in ``prepare_batch``, permuted twice by ``torch.gather`` in
+#: ``apply_activation_ordering``) and three float32 copies of its weight (stacked, permuted, the quantized
+#: output). Measured on a hidden-2048 Llama with disk offload on CPU (docs/benchmarks.md, big models): the step
+#: that quantizes ``down_proj`` (in_features 5632) peaks 726 MB above the floor between layers; this model
+#: gives 699 MB for it (the layer twice, 3 Hessians, 3 weights)
+GPTQ_HESSIAN_COPIES = 3
+GPTQ_WEIGHT_COPIES = 3
+GPTQ_WEIGHT_BYTES_PER_ELEMENT = 4
 _GIB = 2**30
 _LAYER_RE = re.compile(r"^(.*?\.layers\.\d+)\.")
 
@@ -148,6 +157,16 @@ class LayerProfile:
     hessian_bytes: int  # GPTQ: float32 in_features^2 per quantizable 2-D weight of the layer
     count: int  # decoder layers
     dtype_bytes: int = 2  # bytes per element of its weights (the activations' dtype too: dtype="auto")
+    widest_in: int = 0  # the largest in_features of the layer's 2-D weights
+    widest_numel: int = 0  # elements of that weight
+
+    @property
+    def gptq_bytes(self) -> int:
+        """GPTQ's working set on the execution device for this layer: every Hessian while the layer calibrates,
+        or, while the widest Linear is quantized, its Hessian and weight in their float32 copies; the larger."""
+        one = (GPTQ_HESSIAN_COPIES * HESSIAN_BYTES_PER_ELEMENT * self.widest_in ** 2
+               + GPTQ_WEIGHT_COPIES * GPTQ_WEIGHT_BYTES_PER_ELEMENT * self.widest_numel)
+        return max(self.hessian_bytes, one)
 
 
 def layer_profile(tensors: Mapping[str, Any]) -> LayerProfile:
@@ -155,6 +174,7 @@ def layer_profile(tensors: Mapping[str, Any]) -> LayerProfile:
     weights: dict[str, int] = {}
     hessians: dict[str, int] = {}
     numel: dict[str, int] = {}
+    widest: dict[str, tuple[int, int]] = {}  # layer -> (in_features, numel) of its widest 2-D weight
     for name, info in tensors.items():
         m = _LAYER_RE.match(name)
         if m is None:
@@ -165,11 +185,13 @@ def layer_profile(tensors: Mapping[str, Any]) -> LayerProfile:
         numel[m.group(1)] = numel.get(m.group(1), 0) + math.prod(shape)
         if name.endswith(".weight") and len(shape) == 2:
             hessians[m.group(1)] = hessians.get(m.group(1), 0) + HESSIAN_BYTES_PER_ELEMENT * shape[1] ** 2
+            widest[m.group(1)] = max(widest.get(m.group(1), (0, 0)), (shape[1], math.prod(shape)))
     if not weights:
         return LayerProfile(0, 0, 0)
     largest = max(weights, key=lambda k: weights[k])
     per = round(weights[largest] / numel[largest]) if numel.get(largest) else 2
-    return LayerProfile(weights[largest], hessians.get(largest, 0), len(weights), max(per, 1))
+    wide_in, wide_numel = widest.get(largest, (0, 0))
+    return LayerProfile(weights[largest], hessians.get(largest, 0), len(weights), max(per, 1), wide_in, wide_numel)
 
 
 def activation_bytes(samples: int, seq_len: int, hidden: int, dtype_bytes: int) -> int:
@@ -199,9 +221,9 @@ def offloaded_need(layer: LayerProfile, activations: int, *, gptq: bool) -> Host
     """The least host RAM the offloaded path runs in: every weight on disk, one layer onloaded (and its quantized
     copy), GPTQ's Hessians for that layer, the cached calibration activations, the libraries. A budget for
     weights kept in RAM (:attr:`ProductionChoice.cpu_budget`) comes on top."""
-    work = layer.hessian_bytes if gptq else 0
+    work = layer.gptq_bytes if gptq else 0
     total = layer.weight_bytes * OFFLOADED_LAYER_FACTOR + work + activations + int(OFFLOADED_OVERHEAD_GIB * _GIB)
-    hess = f" + GPTQ Hessians {work / _GIB:.2f} GiB" if work else ""
+    hess = f" + GPTQ Hessians and float32 copies {work / _GIB:.2f} GiB" if work else ""
     return HostMemoryNeed("offloaded", total, f"largest layer {layer.weight_bytes / _GIB:.2f} GiB x "
                                               f"{OFFLOADED_LAYER_FACTOR}{hess} + calibration activations "
                                               f"{activations / _GIB:.2f} GiB + {OFFLOADED_OVERHEAD_GIB:g} GiB for the "
@@ -241,7 +263,7 @@ def choose_production(requested: str, *, blocked: str, checkpoint_bytes: int, qu
     off = offloaded_need(layer, activations, gptq=gptq) if not offload_blocked else None
     comfort = int(host_bytes * HOST_RAM_COMFORT)
     ram = f"{host_bytes / _GIB:.1f} GiB of host RAM" if host_bytes else "unknown host RAM"
-    sequential_device = layer.weight_bytes * OFFLOADED_LAYER_FACTOR + (layer.hessian_bytes if gptq else 0)
+    sequential_device = layer.weight_bytes * OFFLOADED_LAYER_FACTOR + (layer.gptq_bytes if gptq else 0)
 
     def choice(path: str, reason: str) -> ProductionChoice:
         first = {"in-memory": mem, "model-free": free, "offloaded": off}[path]
