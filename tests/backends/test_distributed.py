@@ -141,3 +141,13 @@ def test_two_gloo_ranks_write_the_single_process_checkpoint(sharded_llama: Path,
             assert differ <= INT4_DIFF_TOLERANCE, f"{name}: {differ:.2%} of the int4 values differ"
         else:
             assert t.float().sub(ref[name].float()).abs().max().item() == 0, name
+
+
+
+def test_ranks_take_the_offloaded_path(sharded_llama: Path) -> None:
+    """The ranks load through compressed-tensors' offloaded loader: an nproc plan is an offloaded plan, and a
+    request for in-memory with ranks is refused before anything runs."""
+    p = plan(sharded_llama, "h100", scheme="w4a16", nproc=2)
+    assert p.production == "offloaded" and "2 ranks load the checkpoint" in p.production_reason
+    with pytest.raises(PlanOptionError, match="production='in-memory'"):
+        plan(sharded_llama, "h100", scheme="w4a16", production="in-memory", nproc=2)

@@ -210,3 +210,14 @@ def test_the_plan_says_where_the_in_memory_model_goes(llama8b_sharded: Path, mon
         assert ("device_map='auto'" in p.production_reason) == (placement == "gpus")
     else:
         assert "GPUs" not in p.production_reason
+
+
+def test_ranks_count_once_per_rank(llama8b_sharded: Path) -> None:
+    """Distributed oneshot: the weights and activations once, the libraries and GPTQ's statistics per rank."""
+    one = plan(llama8b_sharded, "h100", scheme="w4a16", production="offloaded", device="cpu")
+    four = plan(llama8b_sharded, "h100", scheme="w4a16", nproc=4, device="cpu")
+    assert four.production == "offloaded" and "4 ranks load the checkpoint" in four.production_reason
+    need1, need4 = one.host_memory[0], four.host_memory[0]
+    assert need1.path == need4.path == "offloaded" and "per rank x 4 ranks" in need4.how
+    # 3 more ranks: 3 x (2 GiB of libraries + GPTQ's 2.95 GiB working set for one 8B layer)
+    assert need4.bytes - need1.bytes == pytest.approx(3 * (2 + 2.953) * GIB, rel=0.01)

@@ -681,7 +681,8 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
     prod = _production(production, view=view, from_object=hasattr(model, "named_parameters"), scheme=sch, kv=kv,
                        backend_name=backend_name,
                        quantized_bytes=chosen.weight_bytes, unquantized_bytes=inventory.unquantized_bytes,
-                       device=producer_device, calibration=(calib.num_samples, calib.max_seq_length) if calib else None)
+                       device=producer_device, calibration=(calib.num_samples, calib.max_seq_length) if calib else None,
+                       ranks=nproc)
     placement = "host"
     if producer_device == "cuda" and prod.path == "in-memory":
         placement, why = get_backend(backend_name).gpu_placement
@@ -791,7 +792,7 @@ def model_free_schemes(backend: str | None = None) -> list[str]:
 
 def _production(requested: str, *, view: Any, from_object: bool, scheme: Scheme, kv: str, backend_name: str,
                 quantized_bytes: int, unquantized_bytes: int, device: str,
-                calibration: tuple[int, int] | None = None) -> ProductionChoice:
+                calibration: tuple[int, int] | None = None, ranks: int = 1) -> ProductionChoice:
     """The production path (planning/production.py), after checking a requested model-free or offloaded path
     can run. ``calibration`` is (samples, tokens per sample) when the producer calibrates."""
     if backend_name == ONLINE_BACKEND:  # nothing is produced: vLLM quantizes at load
@@ -838,7 +839,7 @@ def _production(requested: str, *, view: Any, from_object: bool, scheme: Scheme,
                              checkpoint_bytes=sum(shards.values()) or unquantized_bytes,
                              quantized_bytes=quantized_bytes, shards=shards, device=device,
                              host_bytes=_hardware.host_memory_bytes(), offload_blocked=offload_blocked,
-                             layer=layer, activations=acts, gptq="gptq" in algorithm)
+                             layer=layer, activations=acts, gptq="gptq" in algorithm, ranks=ranks)
 
 
 def _nproc(nproc: int, path: str, *, from_object: bool, scheme: Scheme, backend_name: str, mixed: bool,
@@ -862,6 +863,10 @@ def _nproc(nproc: int, path: str, *, from_object: bool, scheme: Scheme, backend_
     sup = get_backend(backend_name).distributed_support(scheme, device)
     if not sup.ok:
         raise PlanOptionError(f"nproc={nproc} cannot run here: {sup.reason}.", fix=fix)
+    if path != "offloaded":
+        raise PlanOptionError(f"nproc={nproc} with production={path!r}: the ranks load the checkpoint through "
+                              "compressed-tensors' offloaded loader (the weights once, in shared memory).",
+                              fix="Pass production='auto' or 'offloaded' (--production), or nproc=1.")
     where = ("one GPU per rank over NCCL (cuda:LOCAL_RANK)" if device == "cuda"
              else "on this CPU over gloo")
     return (f"{nproc} processes under torchrun, {where}: {sup.reason}; each rank loads the model through "

@@ -217,17 +217,24 @@ def model_free_need(largest_shard: int, workers: int) -> HostMemoryNeed:
                                                "the libraries")
 
 
-def offloaded_need(layer: LayerProfile, activations: int, *, gptq: bool) -> HostMemoryNeed:
+def offloaded_need(layer: LayerProfile, activations: int, *, gptq: bool, ranks: int = 1) -> HostMemoryNeed:
     """The least host RAM the offloaded path runs in: every weight on disk, one layer onloaded (and its quantized
-    copy), GPTQ's Hessians for that layer, the cached calibration activations, the libraries. A budget for
-    weights kept in RAM (:attr:`ProductionChoice.cpu_budget`) comes on top."""
+    copy), GPTQ's working set for that layer, the cached calibration activations, the libraries. A budget for
+    weights kept in RAM (:attr:`ProductionChoice.cpu_budget`) comes on top.
+
+    With ``ranks`` processes (distributed oneshot) the weights are shared (rank 0 reads them into shared memory,
+    the others map them) and the activations are split between the ranks, but every rank is a process of its own
+    with the libraries, and accumulates the whole layer's GPTQ statistics before they are summed
+    (``GPTQModifier`` reduces each Hessian to the rank that quantizes it): those count once per rank."""
     work = layer.gptq_bytes if gptq else 0
-    total = layer.weight_bytes * OFFLOADED_LAYER_FACTOR + work + activations + int(OFFLOADED_OVERHEAD_GIB * _GIB)
-    hess = f" + GPTQ Hessians and float32 copies {work / _GIB:.2f} GiB" if work else ""
+    libs = int(OFFLOADED_OVERHEAD_GIB * _GIB)
+    total = layer.weight_bytes * OFFLOADED_LAYER_FACTOR + ranks * (work + libs) + activations
+    per = f" per rank x {ranks} ranks" if ranks > 1 else ""
+    hess = f" + GPTQ Hessians and float32 copies {work / _GIB:.2f} GiB{per}" if work else ""
     return HostMemoryNeed("offloaded", total, f"largest layer {layer.weight_bytes / _GIB:.2f} GiB x "
                                               f"{OFFLOADED_LAYER_FACTOR}{hess} + calibration activations "
                                               f"{activations / _GIB:.2f} GiB + {OFFLOADED_OVERHEAD_GIB:g} GiB for the "
-                                              "libraries; weights beyond the RAM budget on disk")
+                                              f"libraries{per}; weights beyond the RAM budget on disk")
 
 
 def _workers(largest_shard: int, n_shards: int, device: str, host_bytes: int) -> int:
@@ -246,7 +253,7 @@ def choose_production(requested: str, *, blocked: str, checkpoint_bytes: int, qu
                       shards: Mapping[str, int], device: str, host_bytes: int,
                       offload_blocked: str = "the backend has no offloaded path",
                       layer: LayerProfile = LayerProfile(0, 0, 0), activations: int = 0,
-                      gptq: bool = False) -> ProductionChoice:
+                      gptq: bool = False, ranks: int = 1) -> ProductionChoice:
     """Pick the production path.
 
     ``requested`` is ``auto`` or a path; ``blocked`` is why model-free cannot run (empty when it can: a
@@ -254,13 +261,14 @@ def choose_production(requested: str, *, blocked: str, checkpoint_bytes: int, qu
     path); ``offload_blocked`` the same for the offloaded path (a checkpoint directory and a backend that
     declares one). ``auto`` keeps in-memory while it fits comfortably in ``host_bytes``, then takes model-free
     when possible, then offloaded. A requested path is taken as asked (``plan()`` refuses a requested path
-    that is blocked).
+    that is blocked). With ``ranks`` above 1 (distributed oneshot, whose ranks load through compressed-tensors'
+    offloaded loader) ``auto`` takes the offloaded path whenever it can run, with every rank's share counted.
     """
     largest = max(shards.values(), default=0)
     workers = _workers(largest, len(shards), device, host_bytes)
     mem = in_memory_need(checkpoint_bytes, quantized_bytes)
     free = model_free_need(largest, workers) if not blocked else None
-    off = offloaded_need(layer, activations, gptq=gptq) if not offload_blocked else None
+    off = offloaded_need(layer, activations, gptq=gptq, ranks=ranks) if not offload_blocked else None
     comfort = int(host_bytes * HOST_RAM_COMFORT)
     ram = f"{host_bytes / _GIB:.1f} GiB of host RAM" if host_bytes else "unknown host RAM"
     sequential_device = layer.weight_bytes * OFFLOADED_LAYER_FACTOR + (layer.gptq_bytes if gptq else 0)
@@ -295,6 +303,10 @@ def choose_production(requested: str, *, blocked: str, checkpoint_bytes: int, qu
                                    f"would need ~{mem.bytes / _GIB:.1f} GiB; {ram}")
     if requested == "in-memory":
         return choice("in-memory", f"in-memory (requested): needs {mem.amount()}; {ram}; {alt}")
+    if ranks > 1 and off is not None:
+        return choice("offloaded", f"offloaded: {ranks} ranks load the checkpoint through compressed-tensors' "
+                                   f"load_offloaded_model (the weights once, in shared memory); needs "
+                                   f"{off.amount()}; {ram}")
     if not host_bytes or mem.bytes <= comfort:
         why = f"within {HOST_RAM_COMFORT:.0%} of {ram}" if host_bytes else ram
         return choice("in-memory", f"in-memory: needs {mem.amount()}, {why}; {alt}")
