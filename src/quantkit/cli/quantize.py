@@ -60,6 +60,7 @@ def quantize_command(
     <output-dir>.rejected); 2 bad input (unknown scheme or hardware, missing model, existing output dir,
     a scheme the target or this machine cannot do).
     """
+    res = None
     try:
         with json_errors(as_json):
             _check_source(model)  # a bad path fails in a fraction of a second, before torch is imported
@@ -79,8 +80,9 @@ def quantize_command(
             typer.echo(f"log of the libraries' output: {prog.log_path}", err=True)
     except KeyboardInterrupt:
         # quantize() removes its staging directory on the way out; the output is renamed into place only
-        # as its very last step, so an interrupted run published nothing
-        typer.echo("interrupted, nothing published", err=True)
+        # as its very last step, so a run interrupted before quantize() returned published nothing
+        typer.echo("interrupted, nothing published" if res is None else
+                   f"interrupted after {res.output_dir} was published (complete)", err=True)
         raise typer.Exit(INTERRUPTED) from None
     data: dict[str, Any] = {"ok": True, **res.to_dict(), **_serve_hint(res.output_dir, res.hardware, not_for_vllm)}
     if as_json:
