@@ -237,6 +237,47 @@ def test_06_fp8_kv_cache_served_on_cpu(tmp_path: Path, serve_python: Path) -> No
     assert "kv_cache_dtype: fp8" in proc.stdout and "--kv-cache-dtype fp8" in proc.stdout
 
 
+# ------------------------------------------------------------------------------------------- 08 big model
+
+@pytest.fixture(scope="module")
+def sharded_tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random Llama (real module names) in 50 KB shards, with the embedded model's tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("big") / "tiny-llama"
+    tok = AutoTokenizer.from_pretrained(quantkit.embedded_model_path())
+    cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                               tie_word_embeddings=False)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(out, max_shard_size="50KB")
+    tok.save_pretrained(out)
+    return out
+
+
+def test_08_big_model_plan_only_says_path_memory_and_disk(sharded_tiny_llama: Path, tmp_path: Path) -> None:
+    rc, out = run_example("08_", "--model", sharded_tiny_llama, "--scheme", "w4a16", "--nproc", "2",
+                          "--output-dir", tmp_path, "--plan-only")
+    assert rc == 0, out
+    assert "produce    offloaded" in out and "2 ranks load the checkpoint" in out
+    assert "offloaded needs ~" in out and "per rank x 2 ranks" in out and "disk ~" in out
+    assert not list(tmp_path.iterdir())  # the plan only: nothing written
+
+
+@pytest.mark.parametrize(("scheme", "path"), [("fp8-dynamic", "model-free"), ("w4a16", "offloaded")])
+def test_08_big_model_runs_the_path_the_plan_chose(sharded_tiny_llama: Path, tmp_path: Path, scheme: str,
+                                                   path: str) -> None:
+    rc, out = run_example("08_", "--model", sharded_tiny_llama, "--scheme", scheme, "--production", path,
+                          *SMALL_CALIBRATION, "--output-dir", tmp_path)
+    assert rc == 0, out
+    ckpt = tmp_path / f"tiny-llama-{scheme}"
+    assert f"produce    {path}" in out and "OK: 0 error(s)" in out and f"vllm serve {ckpt}" in out
+    assert manifest(ckpt)["production"] == path
+    # sharded like the source
+    assert len(list(ckpt.glob("*.safetensors"))) > 1 and (ckpt / "model.safetensors.index.json").is_file()
+
+
 # ---------------------------------------------------------------------------------------------- 07 serve
 
 def _serve_example(serve_python: Path, checkpoint: Path, *argv: str) -> subprocess.CompletedProcess:
