@@ -106,7 +106,7 @@ def test_ctrl_c_during_quantize_publishes_nothing_and_exits_130(tmp_path: Path, 
 
     out = tmp_path / "out"
     proc = subprocess.Popen([str(Path(sys.executable).with_name("quantkit")), "quantize", str(embedded_path),
-                             "-s", "w4a16", "--num-samples", "4", "--seq-len", "32", "-H", "cpu", "-o", str(out)],
+                             "-s", "w4a16", "--num-samples", "4", "--seq-len", "32", "-H", "h100", "-o", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=sigint_as_a_terminal_gives_it)
     try:
