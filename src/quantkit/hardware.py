@@ -25,6 +25,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from quantkit.errors import UnknownNameError, UnsupportedSchemeError
@@ -238,16 +239,37 @@ def cpu_has_avx512() -> bool:
     return "avx512f" in flags or "amx_tile" in flags
 
 
+#: the files that cap this process's memory below the machine's (a container's limit, which ``/proc/meminfo``
+#: does not show): cgroup v2's ``memory.max``, then cgroup v1's ``memory.limit_in_bytes``
+CGROUP_MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
+def cgroup_memory_limit(files: tuple[Path, ...] = CGROUP_MEMORY_LIMITS) -> int:
+    """This process's cgroup memory limit in bytes; 0 when there is none (``max``, v1's page-rounded 2^63,
+    or no readable file)."""
+    for f in files:
+        try:
+            text = f.read_text().strip()
+        except OSError:
+            continue
+        return int(text) if text.isdigit() and int(text) < 2**60 else 0
+    return 0
+
+
 def host_memory_bytes() -> int:
-    """Total RAM of this machine (``MemTotal``), or 0 when it cannot be read."""
+    """RAM this process may use: the machine's (``MemTotal``), or the container's limit when that is lower
+    (a pod on a large node sees the node's ``MemTotal``); 0 when neither can be read."""
+    total = 0
     try:
         with open("/proc/meminfo", encoding="utf-8") as fh:
             for line in fh:
                 if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
+                    total = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         pass
-    return 0
+    limit = cgroup_memory_limit()
+    return min(total, limit) if total and limit else total or limit
 
 
 def device_memory_bytes(hw: Hardware) -> int:

@@ -148,6 +148,7 @@ def quantize(
     max_quality_loss: float | None = None,
     eval_data: str | Path | None = None,
     nproc: int = 1,
+    host_memory: float | None = None,
 ) -> QuantizeResult:
     """Execute a plan: quantize a model into a checkpoint vLLM loads on the target, validate it, publish it.
 
@@ -193,7 +194,10 @@ def quantize(
             sensitivity search and the check of the written checkpoint score its first 2,048 tokens.
         nproc: processes that produce the checkpoint together: above 1, quantkit launches itself under torchrun
             with ``nproc`` ranks (one per GPU; gloo on CPU) that each calibrate on their share of the samples,
-            and rank 0 publishes (llm-compressor GPTQ schemes, a checkpoint directory; docs/big-models.md).
+            and rank 0 publishes (llm-compressor GPTQ and SmoothQuant + GPTQ, AWQ on GPUs; a checkpoint
+            directory; docs/big-models.md).
+        host_memory: GiB of host RAM the job may use (``plan(host_memory=)``); None: this machine's, or its
+            container's limit.
 
     Returns:
         A :class:`QuantizeResult` with the path, the plan executed, timings, sizes and validator findings.
@@ -216,7 +220,8 @@ def quantize(
         given = {"hardware": hardware, "backend": backend, "kv_cache": kv_cache, "group_size": group_size,
                  "ignore": tuple(ignore) or None, "for_vllm": None if for_vllm else False,
                  "production": None if production == "auto" else production,
-                 "max_quality_loss": max_quality_loss, "nproc": None if nproc == 1 else nproc}
+                 "max_quality_loss": max_quality_loss, "nproc": None if nproc == 1 else nproc,
+                 "host_memory": host_memory}
         clash = [k for k, v in given.items() if v is not None]
         if clash:
             raise PlanOptionError(f"quantize() got a Plan and also {', '.join(clash)}: the plan already decided them.",
@@ -225,7 +230,7 @@ def quantize(
     else:
         chosen = plan(model, hardware, scheme=scheme, backend=backend, group_size=group_size, ignore=ignore,
                       kv_cache=kv_cache, for_vllm=for_vllm, production=production,
-                      max_quality_loss=max_quality_loss, nproc=nproc)
+                      max_quality_loss=max_quality_loss, nproc=nproc, host_memory=host_memory)
     return execute(chosen, model, output_dir=output_dir, calibration=calibration,
                    num_calibration_samples=num_calibration_samples, max_seq_length=max_seq_length,
                    tokenizer=tokenizer, overwrite=overwrite, t_start=t_start, eval_data=eval_data)

@@ -221,3 +221,49 @@ def test_ranks_count_once_per_rank(llama8b_sharded: Path) -> None:
     assert need1.path == need4.path == "offloaded" and "per rank x 4 ranks" in need4.how
     # 3 more ranks: 3 x (2 GiB of libraries + GPTQ's 2.95 GiB working set for one 8B layer)
     assert need4.bytes - need1.bytes == pytest.approx(3 * (2 + 2.953) * GIB, rel=0.01)
+
+
+def test_host_memory_plans_for_the_ram_given(llama8b_sharded: Path, tmp_path: Path) -> None:
+    """plan(host_memory=GiB) / --host-memory: the path and the refusal follow the RAM given, not this machine's."""
+    small = plan(llama8b_sharded, "h100", scheme="fp8-dynamic", host_memory=16)
+    assert small.production == "model-free" and small.host_memory_bytes == 16 * GIB
+    big = plan(llama8b_sharded, "h100", scheme="fp8-dynamic", host_memory=256)
+    assert big.production == "in-memory" and big.host_memory_bytes == 256 * GIB
+    with pytest.raises(PlanOptionError, match="host_memory must be a positive number of GiB"):
+        plan(llama8b_sharded, "h100", scheme="fp8-dynamic", host_memory=0)
+    with pytest.raises(HostMemoryError, match="more than this host's 4.0 GiB"):
+        quantize(llama8b_sharded, "fp8-dynamic", hardware="h100", output_dir=tmp_path / "out", host_memory=4)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_job_the_host_cannot_hold_is_exit_2_on_the_cli(llama8b_sharded: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from quantkit.cli import main
+
+    rc = main(["quantize", str(llama8b_sharded), "-s", "fp8-dynamic", "-H", "h100", "--host-memory", "4",
+               "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "[QK017]" in err and "model-free needs ~" in err and "To resolve:" in err
+    assert not list(tmp_path.iterdir())
+    assert main(["plan", str(llama8b_sharded), "-s", "fp8-dynamic", "-H", "h100", "--host-memory", "16",
+                 "--json"]) == 0
+    assert '"path": "model-free"' in capsys.readouterr().out.replace('"path":"', '"path": "')
+
+
+def test_a_container_limit_below_memtotal_is_the_host_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pod on a large node: /proc/meminfo shows the node, the cgroup file the pod's limit."""
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    assert hardware.cgroup_memory_limit((v2, v1)) == 0  # no files: no limit
+    v1.write_text("9223372036854771712\n")  # cgroup v1 "unlimited" (2^63 rounded to a page)
+    assert hardware.cgroup_memory_limit((v2, v1)) == 0
+    v2.write_text("max\n")
+    assert hardware.cgroup_memory_limit((v2, v1)) == 0
+    v2.write_text(f"{64 * GIB}\n")
+    assert hardware.cgroup_memory_limit((v2, v1)) == 64 * GIB
+    monkeypatch.setattr(hardware, "cgroup_memory_limit", lambda: 64 * GIB)
+    assert hardware.host_memory_bytes() == min(64 * GIB, _memtotal())
+
+
+def _memtotal() -> int:
+    line = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal:"))
+    return int(line.split()[1]) * 1024

@@ -16,6 +16,7 @@ import typer
 from quantkit.errors import (
     CalibrationDataError,
     CheckpointReadError,
+    HostMemoryError,
     ModelNotFoundError,
     OptionalExtraMissingError,
     OutputExistsError,
@@ -35,7 +36,8 @@ app = typer.Typer(
 
 #: errors that mean "the input was wrong" (exit 2) rather than "a check failed" (exit 1)
 BAD_INPUT = (UnknownNameError, ModelNotFoundError, CheckpointReadError, OutputExistsError,
-             CalibrationDataError, UnsupportedSchemeError, PlanOptionError, OptionalExtraMissingError)
+             CalibrationDataError, UnsupportedSchemeError, PlanOptionError, OptionalExtraMissingError,
+             HostMemoryError)
 
 #: the exit code of a command stopped by Ctrl-C (128 + SIGINT, what a shell reports)
 INTERRUPTED = 130

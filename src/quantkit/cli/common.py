@@ -149,6 +149,10 @@ NPROC_OPTION = typer.Option(
     1, "--nproc", min=1,
     help="Processes that quantize together under torchrun (one per GPU; gloo on CPU), each calibrating on its "
          "share of the samples; rank 0 writes (GPTQ, SmoothQuant + GPTQ; AWQ on GPUs; docs/big-models.md).")
+HOST_MEMORY_OPTION = typer.Option(
+    None, "--host-memory", min=0.1,
+    help="GiB of host RAM the producer may use (default: this machine's, or its container's cgroup limit); "
+         "the production path and the refusal of a job that cannot fit follow it.")
 SEQ_LEN_OPTION = typer.Option(
     None, "--seq-len", min=8,
     help="Tokens per calibration sample (default: the plan's; 2048 llm-compressor, 512 ModelOpt, 256 demo).")

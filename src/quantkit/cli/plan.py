@@ -7,7 +7,7 @@ import json
 import typer
 
 from quantkit.cli import app
-from quantkit.cli.common import NPROC_OPTION, PATH_HELP
+from quantkit.cli.common import HOST_MEMORY_OPTION, NPROC_OPTION, PATH_HELP
 from quantkit.hardware import HARDWARE
 from quantkit.planning.rules import SELECTION_RULES, WORKLOADS, explain_rule
 from quantkit.schemes import KV_CACHE_DTYPES
@@ -40,6 +40,7 @@ def plan_command(
                                                     "against the format, model and target."),
     path: str = typer.Option("auto", "--path", help=PATH_HELP),
     nproc: int = NPROC_OPTION,
+    host_memory: float = HOST_MEMORY_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     rules: bool = typer.Option(False, "--rules", help="Print the selection rules, in the order they are tried."),
 ) -> None:
@@ -54,5 +55,5 @@ def plan_command(
                   for_vllm=not not_for_vllm, workload=workload, kv_cache=kv_cache, max_model_len=max_model_len,
                   concurrency=concurrency, tensor_parallel_size=tensor_parallel_size, gpus=gpus, nodes=nodes,
                   accuracy_critical=accuracy_critical, online=online, production=path, lora=lora,
-                  nproc=nproc)
+                  nproc=nproc, host_memory=host_memory)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else str(result))

@@ -10,6 +10,7 @@ import typer
 
 from quantkit.cli import INTERRUPTED, app
 from quantkit.cli.common import (
+    HOST_MEMORY_OPTION,
     NPROC_OPTION,
     NUM_SAMPLES_OPTION,
     PATH_HELP,
@@ -50,6 +51,7 @@ def quantize_command(
                                    help="With --max-ppl-rise: score the budget on this held-out .txt / .jsonl of "
                                         "{\"text\"} rows instead of the calibration text."),
     nproc: int = NPROC_OPTION,
+    host_memory: float = HOST_MEMORY_OPTION,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     not_for_vllm: bool = typer.Option(False, "--not-for-vllm", help="Allow exports vLLM cannot load."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
@@ -76,7 +78,8 @@ def quantize_command(
                                max_seq_length=seq_len, group_size=group_size, ignore=tuple(ignore or ()),
                                overwrite=overwrite, for_vllm=not not_for_vllm, production=path,
                                max_quality_loss=None if max_ppl_rise is None else max_ppl_rise / 100,
-                               eval_data=eval_data, nproc=nproc)
+                               eval_data=eval_data, nproc=nproc,
+                               host_memory=host_memory)
             typer.echo(f"log of the libraries' output: {prog.log_path}", err=True)
     except KeyboardInterrupt:
         # quantize() removes its staging directory on the way out; the output is renamed into place only

@@ -440,7 +440,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
          max_model_len: int = 4096, concurrency: int = 16, tensor_parallel_size: int | None = None,
          gpus: int | None = None, nodes: int = 1, accuracy_critical: bool = False,
          device: str | None = None, online: bool = False, production: str = "auto", lora: bool = False,
-         max_quality_loss: float | None = None, nproc: int = 1) -> Plan:
+         max_quality_loss: float | None = None, nproc: int = 1, host_memory: float | None = None) -> Plan:
     """Decide how to quantize and serve a checkpoint on a target, with reasons and a memory fit.
 
     Every argument after ``hardware`` is optional; the ones that name a choice (``scheme``, ``backend``,
@@ -486,8 +486,12 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         nproc: processes that produce the checkpoint together: above 1, ``quantize()`` launches itself under
             torchrun with ``nproc`` ranks (one per GPU on a GPU node; gloo on CPU), each calibrating on its share
             of the samples, and rank 0 writes (``backends/distributed.py``; docs/big-models.md). Needs a backend
-            that declares a distributed path for the scheme (llm-compressor GPTQ), a checkpoint directory and the
-            in-memory or offloaded path; refused otherwise.
+            that declares a distributed path for the scheme (llm-compressor GPTQ, SmoothQuant + GPTQ; AWQ on
+            GPUs) and a checkpoint directory; plans the offloaded path, the ranks' way of loading; refused
+            otherwise.
+        host_memory: GiB of host RAM the producer may use; None: this machine's (``MemTotal``, or a
+            container's cgroup limit when lower). Plan for another machine, or below a limit the kernel does
+            not report; the production path and the refusal of a job that cannot fit follow it.
         lora: serve LoRA adapters on the result (``vllm_args["enable_lora"] = True``): checked against the
             format, the model (MoE experts need a LoRA-capable kernel) and the target before anything loads
             (``vllm_facts.LORA_FACTS``); refused with rule QK018 where vLLM has no LoRA path.
@@ -514,6 +518,11 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise PlanOptionError(f"{opt} must be a positive integer, got {value!r}.",
                                   fix=f"Pass {opt}=1 or more.")
+    if host_memory is not None and (isinstance(host_memory, bool) or not isinstance(host_memory, (int, float))
+                                    or host_memory <= 0):
+        raise PlanOptionError(f"host_memory must be a positive number of GiB, got {host_memory!r}.",
+                              fix="Pass host_memory=64 (--host-memory 64) for 64 GiB, or leave it out to use "
+                                  "this machine's.")
     if device not in (None, "cpu", "cuda"):
         raise UnknownNameError.for_name("device", device, ("cpu", "cuda"))
     if production not in PRODUCTION_CHOICES:
@@ -682,7 +691,8 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
                        backend_name=backend_name,
                        quantized_bytes=chosen.weight_bytes, unquantized_bytes=inventory.unquantized_bytes,
                        device=producer_device, calibration=(calib.num_samples, calib.max_seq_length) if calib else None,
-                       ranks=nproc)
+                       ranks=nproc,
+                       host_bytes=int(host_memory * 2**30) if host_memory else _hardware.host_memory_bytes())
     placement = "host"
     if producer_device == "cuda" and prod.path == "in-memory":
         placement, why = get_backend(backend_name).gpu_placement
@@ -792,7 +802,8 @@ def model_free_schemes(backend: str | None = None) -> list[str]:
 
 def _production(requested: str, *, view: Any, from_object: bool, scheme: Scheme, kv: str, backend_name: str,
                 quantized_bytes: int, unquantized_bytes: int, device: str,
-                calibration: tuple[int, int] | None = None, ranks: int = 1) -> ProductionChoice:
+                calibration: tuple[int, int] | None = None, ranks: int = 1,
+                host_bytes: int = 0) -> ProductionChoice:
     """The production path (planning/production.py), after checking a requested model-free or offloaded path
     can run. ``calibration`` is (samples, tokens per sample) when the producer calibrates."""
     if backend_name == ONLINE_BACKEND:  # nothing is produced: vLLM quantizes at load
@@ -800,7 +811,7 @@ def _production(requested: str, *, view: Any, from_object: bool, scheme: Scheme,
             raise PlanOptionError(f"production='{requested}' cannot run for an online plan: no producer runs.",
                                   fix="Drop online=True to produce a checkpoint, or drop production=.")
         return ProductionChoice("none", "none: vLLM quantizes the 16-bit checkpoint at load (online plan)", 0, (),
-                                _hardware.host_memory_bytes(), blocked="no producer runs")
+                                host_bytes, blocked="no producer runs")
     shards = shard_bytes(view.tensors) if isinstance(view, CheckpointView) else {}
     blocked = ""
     if from_object or not isinstance(view, CheckpointView):
@@ -838,7 +849,7 @@ def _production(requested: str, *, view: Any, from_object: bool, scheme: Scheme,
     return choose_production(requested, blocked=blocked,
                              checkpoint_bytes=sum(shards.values()) or unquantized_bytes,
                              quantized_bytes=quantized_bytes, shards=shards, device=device,
-                             host_bytes=_hardware.host_memory_bytes(), offload_blocked=offload_blocked,
+                             host_bytes=host_bytes, offload_blocked=offload_blocked,
                              layer=layer, activations=acts, gptq="gptq" in algorithm, ranks=ranks)
 
 
