@@ -15,6 +15,7 @@ from quantkit.errors import (
     BackendError,
     CalibrationDataError,
     CheckpointReadError,
+    DeviceMemoryError,
     EnvironmentNotFoundError,
     HostMemoryError,
     MissingDependencyError,
@@ -76,7 +77,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "HARDWARE", "KV_CACHE_DTYPES", "SCHEMES", "BackendError", "CalibrationDataError", "CheckpointReadError",
-    "EnvironmentNotFoundError", "Hardware", "HardwareName", "HostMemoryError", "KvCacheDtype",
+    "DeviceMemoryError", "EnvironmentNotFoundError", "Hardware", "HardwareName", "HostMemoryError", "KvCacheDtype",
     "MissingDependencyError", "ModelNotFoundError", "OutputExistsError", "ParallelismError", "Plan",
     "PlanOptionError", "QuantizeResult", "QuantkitError", "Scheme", "SchemeName", "ScriptGuardError", "ServeArgs",
     "ServeError", "ServePlan", "UnknownNameError",

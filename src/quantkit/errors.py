@@ -159,6 +159,13 @@ class HostMemoryError(QuantkitError, MemoryError):
     default_rule = "QK017"
 
 
+class DeviceMemoryError(QuantkitError, MemoryError):
+    """The chosen production path needs more memory on one GPU than this machine's GPU has; nothing was
+    loaded."""
+
+    default_rule = "QK021"
+
+
 class QualityBudgetError(QuantkitError, RuntimeError):
     """A mixed-precision checkpoint missed the quality budget it was searched for; nothing was published."""
 

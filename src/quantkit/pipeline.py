@@ -36,6 +36,7 @@ from quantkit.calibration import (
 from quantkit.checkpoint import atomic
 from quantkit.errors import (
     CalibrationDataError,
+    DeviceMemoryError,
     HostMemoryError,
     PlanOptionError,
     QualityBudgetError,
@@ -210,6 +211,7 @@ def quantize(
         PlanOptionError: a Plan was passed together with override arguments, or ``production="model-free"``/``"offloaded"``
             where it cannot run.
         HostMemoryError: the production path needs more host RAM than this machine has (before any loading).
+        DeviceMemoryError: it needs more on one GPU than this machine's GPU has (before any loading).
         MissingDependencyError: the backend's packages are not installed in this environment.
         BackendError: the producer failed (original exception chained).
         ValidationFailedError: the checkpoint has error findings; it is kept at ``<output_dir>.rejected``.
@@ -283,6 +285,10 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     problem = chosen.host_memory_problem() if model_is_path else None  # a model object is loaded already
     if problem is not None:  # refuse before loading anything: an OOM kill an hour in helps nobody
         raise HostMemoryError(f"Cannot quantize {name} with {sch.name} here: {problem[0]}.", fix=problem[1])
+    gpu_problem = chosen.device_memory_problem() if _device() == "cuda" else None
+    if gpu_problem is not None:  # the same, for the one GPU the sequential pipeline onloads each layer to
+        raise DeviceMemoryError(f"Cannot quantize {name} with {sch.name} here: {gpu_problem[0]}.",
+                                fix=gpu_problem[1])
     ranks = chosen.production_nproc
     if ranks > 1 and not distributed.is_worker():
         if not model_is_path or tokenizer is not None:

@@ -267,3 +267,40 @@ def test_a_container_limit_below_memtotal_is_the_host_memory(tmp_path: Path, mon
 def _memtotal() -> int:
     line = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal:"))
     return int(line.split()[1]) * 1024
+
+
+def test_a_gpu_too_small_for_one_layer_is_refused_before_loading(big_checkpoints: dict[str, Path], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The offloaded path onloads each decoder layer to one GPU, where GPTQ quantizes its widest Linear: for
+    Llama-3.1-405B's down_proj (in_features 53248) three float32 Hessians are ~32 GiB on their own. A 48 GB GPU
+    cannot hold that step; an 80 GB one can. No GPU is lent here: the driver's answer is stubbed, and so is
+    torch's (the refusal is for a producer that runs on the GPU)."""
+    from quantkit import pipeline
+    from quantkit.errors import DeviceMemoryError
+
+    model = big_checkpoints["Llama-3.1-405B"]
+    _host(monkeypatch, 2048)
+    l40s, h100 = hardware.get_hardware("l40s"), hardware.get_hardware("h100")
+    for gpu in (l40s, h100):
+        monkeypatch.setattr(hardware, "query_local_gpu",
+                            lambda gpu=gpu: hardware.LocalGpu(gpu.description, 89, gpu.memory_gib, 8, gpu))
+        p = plan(model, "h100", scheme="w4a16", production="offloaded", device="cuda")
+        assert p.production_gpu_bytes == int(gpu.memory_gib * GIB)
+        # the largest layer x 2 + 3 Hessians of 53248^2 + 3 float32 copies of the 16384 x 53248 weight
+        assert 50 * GIB < p.production_device_bytes < 56 * GIB
+        small = gpu is l40s
+        assert any(w.startswith("[gpu-memory]") for w in p.warnings) is small
+        assert (p.device_memory_problem() is not None) is small
+    monkeypatch.setattr(hardware, "query_local_gpu",
+                        lambda: hardware.LocalGpu(l40s.description, 89, l40s.memory_gib, 8, l40s))
+    monkeypatch.setattr(pipeline, "_device", lambda: "cuda")
+    p = plan(model, "h100", scheme="w4a16", production="offloaded", device="cuda")
+    with pytest.raises(DeviceMemoryError) as exc:
+        quantize(model, p, output_dir=tmp_path / "out")
+    err = exc.value
+    assert err.rule == "QK021" and "offloaded needs ~" in err.message and "GPTQ's working set" in err.message
+    assert err.fix is not None and "at least 5" in err.fix and "data-free scheme" in err.fix
+    assert not list(tmp_path.iterdir())
+    # planned for a GPU on a machine without one (device="cuda", nothing found): nothing to check against
+    monkeypatch.setattr(hardware, "query_local_gpu", lambda: None)
+    assert plan(model, "h100", scheme="w4a16", production="offloaded", device="cuda").device_memory_problem() is None

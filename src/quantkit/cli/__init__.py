@@ -16,6 +16,7 @@ import typer
 from quantkit.errors import (
     CalibrationDataError,
     CheckpointReadError,
+    DeviceMemoryError,
     HostMemoryError,
     ModelNotFoundError,
     OptionalExtraMissingError,
@@ -37,7 +38,7 @@ app = typer.Typer(
 #: errors that mean "the input was wrong" (exit 2) rather than "a check failed" (exit 1)
 BAD_INPUT = (UnknownNameError, ModelNotFoundError, CheckpointReadError, OutputExistsError,
              CalibrationDataError, UnsupportedSchemeError, PlanOptionError, OptionalExtraMissingError,
-             HostMemoryError)
+             HostMemoryError, DeviceMemoryError)
 
 #: the exit code of a command stopped by Ctrl-C (128 + SIGINT, what a shell reports)
 INTERRUPTED = 130

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -177,6 +178,25 @@ class Plan:
     #: processes under torchrun that produce the checkpoint together (1: this process alone), and why
     production_nproc: int = 1
     production_nproc_reason: str = ""
+    #: the local GPU the producer runs on: its name and memory (0: no GPU found, or planned with device= on a
+    #: machine without one: nothing to check ``production_device_bytes`` against)
+    production_gpu: str = ""
+    production_gpu_bytes: int = 0
+
+    def device_memory_problem(self) -> tuple[str, str] | None:
+        """``(message, fix)`` when the chosen path needs more on one GPU than this machine's GPU has, else None."""
+        need, have = self.production_device_bytes, self.production_gpu_bytes
+        if not need or not have or need <= have:
+            return None
+        message = (f"{self.production} needs ~{need / GIB:.1f} GiB on one GPU (the largest decoder layer, its "
+                   f"quantized copy" + (" and GPTQ's working set" if self.needs_calibration else "")
+                   + f"), more than this machine's {self.production_gpu} ({have / GIB:.1f} GiB)")
+        fix = (f"Quantize on a GPU with at least {math.ceil(need / GIB)} GiB, or on this host's CPU "
+               "(device='cpu' / CUDA_VISIBLE_DEVICES=''; slower)")
+        if self.needs_calibration:
+            fix += ("; GPTQ holds float32 Hessians of in_features^2 per Linear, so fewer calibration samples do "
+                    "not shrink it: a data-free scheme (fp8-dynamic, nvfp4a16) runs model-free, shard by shard")
+        return message, fix + "."
 
     @property
     def production_fits(self) -> bool:
@@ -720,6 +740,15 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         reasons.append(f"ranks: {nproc_reason}")
     if not prod.fits and not hasattr(model, "named_parameters"):  # a model object is in memory already
         warnings.append(_host_memory_warning(prod))
+    gpu_name, gpu_bytes = "", 0
+    if producer_device == "cuda" and prod.device_bytes:
+        local = _hardware.query_local_gpu()
+        if local is not None and local.memory_gib:
+            gpu_name, gpu_bytes = local.product, int(local.memory_gib * GIB)
+            if prod.device_bytes > gpu_bytes:
+                warnings.append(f"[gpu-memory] {prod.path} needs ~{prod.device_bytes / GIB:.1f} GiB on one GPU, "
+                                f"more than this machine's {gpu_name} ({local.memory_gib:g} GiB): quantize() will "
+                                "refuse to start here")
     reasons += [f"skipped rule {r.id} ({r.scheme}): {why}" for r, why in skipped]
 
     alternatives = tuple((s.name, _alternative(s, hw, traits, chosen, fits)) for s in SCHEMES.values()
@@ -775,6 +804,7 @@ def plan(model: Any = None, hardware: HardwareName | str | Hardware | None = Non
         + (f", ~{inventory.unquantized_bytes / GIB:.1f} GiB of weights spread over the GPUs present"
            if placement == "gpus" else ""),
         production_nproc=nproc, production_nproc_reason=nproc_reason,
+        production_gpu=gpu_name, production_gpu_bytes=gpu_bytes,
     )
 
 
