@@ -252,6 +252,7 @@ class Plan:
                            "cpu_budget_bytes": self.production_cpu_budget,
                            "disk_bytes": self.production_disk_bytes,
                            "device_bytes": self.production_device_bytes,
+                           "gpu": self.production_gpu, "gpu_bytes": self.production_gpu_bytes,
                            "placement": self.production_placement,
                            "nproc": self.production_nproc, "nproc_reason": self.production_nproc_reason},
             "mixed_precision": None if self.max_ppl_rise is None else {
