@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--production", default="auto", choices=("auto", "in-memory", "model-free", "offloaded"),
                     help="Production path; auto lets the plan choose from this host's RAM.")
     ap.add_argument("--nproc", type=int, default=1, help="Ranks that calibrate together (one per GPU).")
-    ap.add_argument("--calibration", help="In-domain calibration: .jsonl of {\"text\"} or {\"messages\"} rows, or .txt.")
+    ap.add_argument("--calibration",
+                    help="In-domain calibration: .jsonl of {\"text\"} or {\"messages\"} rows, or .txt.")
     ap.add_argument("--num-samples", type=int, help="Calibration samples (default: the plan's; 512 for a real model).")
     ap.add_argument("--seq-len", type=int, help="Tokens per calibration sample (default: the plan's).")
     ap.add_argument("--output-dir", type=Path, default=Path("out"), help="Root folder for the checkpoint.")

@@ -286,8 +286,9 @@ def test_a_gpu_too_small_for_one_layer_is_refused_before_loading(big_checkpoints
                             lambda gpu=gpu: hardware.LocalGpu(gpu.description, 89, gpu.memory_gib, 8, gpu))
         p = plan(model, "h100", scheme="w4a16", production="offloaded", device="cuda")
         assert p.production_gpu_bytes == int(gpu.memory_gib * GIB)
-        # the largest layer x 2 + 3 Hessians of 53248^2 + 3 float32 copies of the 16384 x 53248 weight
-        assert 50 * GIB < p.production_device_bytes < 56 * GIB
+        # the largest layer x 2 (11.9 GiB) + 3 Hessians of 53248^2 (31.7) + 3 float32 copies of the 16384 x 53248
+        # weight (9.8) + the embedding the first subgraph runs with layer 0 (128256 x 16384 bf16: 3.9)
+        assert 56 * GIB < p.production_device_bytes < 58 * GIB
         small = gpu is l40s
         assert any(w.startswith("[gpu-memory]") for w in p.warnings) is small
         assert (p.device_memory_problem() is not None) is small

@@ -159,6 +159,10 @@ class LayerProfile:
     dtype_bytes: int = 2  # bytes per element of its weights (the activations' dtype too: dtype="auto")
     widest_in: int = 0  # the largest in_features of the layer's 2-D weights
     widest_numel: int = 0  # elements of that weight
+    #: the largest tensor outside the decoder layers (the embedding or lm_head): llm-compressor's sequential
+    #: pipeline cuts the traced model at the decoder layers, so its first subgraph runs ``embed_tokens`` with
+    #: layer 0 (and the last one the final norm and ``lm_head``), all onloaded together
+    outside_bytes: int = 0
 
     @property
     def gptq_bytes(self) -> int:
@@ -175,11 +179,13 @@ def layer_profile(tensors: Mapping[str, Any]) -> LayerProfile:
     hessians: dict[str, int] = {}
     numel: dict[str, int] = {}
     widest: dict[str, tuple[int, int]] = {}  # layer -> (in_features, numel) of its widest 2-D weight
+    outside = 0
     for name, info in tensors.items():
         m = _LAYER_RE.match(name)
-        if m is None:
-            continue
         start, end = getattr(info, "offsets", (0, 0))
+        if m is None:
+            outside = max(outside, int(end) - int(start))
+            continue
         weights[m.group(1)] = weights.get(m.group(1), 0) + int(end) - int(start)
         shape = tuple(getattr(info, "shape", ()))
         numel[m.group(1)] = numel.get(m.group(1), 0) + math.prod(shape)
@@ -191,7 +197,8 @@ def layer_profile(tensors: Mapping[str, Any]) -> LayerProfile:
     largest = max(weights, key=lambda k: weights[k])
     per = round(weights[largest] / numel[largest]) if numel.get(largest) else 2
     wide_in, wide_numel = widest.get(largest, (0, 0))
-    return LayerProfile(weights[largest], hessians.get(largest, 0), len(weights), max(per, 1), wide_in, wide_numel)
+    return LayerProfile(weights[largest], hessians.get(largest, 0), len(weights), max(per, 1), wide_in, wide_numel,
+                        outside)
 
 
 def activation_bytes(samples: int, seq_len: int, hidden: int, dtype_bytes: int) -> int:
@@ -271,7 +278,9 @@ def choose_production(requested: str, *, blocked: str, checkpoint_bytes: int, qu
     off = offloaded_need(layer, activations, gptq=gptq, ranks=ranks) if not offload_blocked else None
     comfort = int(host_bytes * HOST_RAM_COMFORT)
     ram = f"{host_bytes / _GIB:.1f} GiB of host RAM" if host_bytes else "unknown host RAM"
-    sequential_device = layer.weight_bytes * OFFLOADED_LAYER_FACTOR + (layer.gptq_bytes if gptq else 0)
+    # one GPU: the first subgraph (the embedding with layer 0), its quantized copy and GPTQ's working set
+    sequential_device = (layer.weight_bytes * OFFLOADED_LAYER_FACTOR + (layer.gptq_bytes if gptq else 0)
+                         + layer.outside_bytes)
 
     def choice(path: str, reason: str) -> ProductionChoice:
         first = {"in-memory": mem, "model-free": free, "offloaded": off}[path]
