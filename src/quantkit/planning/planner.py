@@ -188,12 +188,16 @@ class Plan:
         need, have = self.production_device_bytes, self.production_gpu_bytes
         if not need or not have or need <= have:
             return None
-        message = (f"{self.production} needs ~{need / GIB:.1f} GiB on one GPU (the largest decoder layer, its "
-                   f"quantized copy" + (" and GPTQ's working set" if self.needs_calibration else "")
-                   + f"), more than this machine's {self.production_gpu} ({have / GIB:.1f} GiB)")
+        rec = self.scheme.llmcompressor
+        gptq = self.backend == "llmcompressor" and rec is not None and "gptq" in rec.algorithm
+        what = ("one shard job: the largest shard and its quantized copy" if self.production == "model-free" else
+                "the largest decoder layer and its quantized copy, the embedding the first subgraph also runs"
+                + (", GPTQ's working set" if gptq else ""))
+        message = (f"{self.production} needs ~{need / GIB:.1f} GiB on one GPU ({what}), more than this machine's "
+                   f"{self.production_gpu} ({have / GIB:.1f} GiB)")
         fix = (f"Quantize on a GPU with at least {math.ceil(need / GIB)} GiB, or on this host's CPU "
-               "(device='cpu' / CUDA_VISIBLE_DEVICES=''; slower)")
-        if self.needs_calibration:
+               "(CUDA_VISIBLE_DEVICES=''; slower)")
+        if gptq:
             fix += ("; GPTQ holds float32 Hessians of in_features^2 per Linear, so fewer calibration samples do "
                     "not shrink it: a data-free scheme (fp8-dynamic, nvfp4a16) runs model-free, shard by shard")
         return message, fix + "."
@@ -908,7 +912,7 @@ def _nproc(nproc: int, path: str, *, from_object: bool, scheme: Scheme, backend_
     if path != "offloaded":
         raise PlanOptionError(f"nproc={nproc} with production={path!r}: the ranks load the checkpoint through "
                               "compressed-tensors' offloaded loader (the weights once, in shared memory).",
-                              fix="Pass production='auto' or 'offloaded' (--production), or nproc=1.")
+                              fix="Pass production='auto' or 'offloaded' (--path), or nproc=1.")
     where = ("one GPU per rank over NCCL (cuda:LOCAL_RANK)" if device == "cuda"
              else "on this CPU over gloo")
     return (f"{nproc} processes under torchrun, {where}: {sup.reason}; each rank loads the model through "
