@@ -285,8 +285,8 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
     problem = chosen.host_memory_problem() if model_is_path else None  # a model object is loaded already
     if problem is not None:  # refuse before loading anything: an OOM kill an hour in helps nobody
         raise HostMemoryError(f"Cannot quantize {name} with {sch.name} here: {problem[0]}.", fix=problem[1])
-    gpu_problem = chosen.device_memory_problem() if _device() == "cuda" else None
-    if gpu_problem is not None:  # the same, for the one GPU the sequential pipeline onloads each layer to
+    gpu_problem = chosen.device_memory_problem()
+    if gpu_problem is not None and _device() == "cuda":  # the same, for the GPU each layer is onloaded to
         raise DeviceMemoryError(f"Cannot quantize {name} with {sch.name} here: {gpu_problem[0]}.",
                                 fix=gpu_problem[1])
     ranks = chosen.production_nproc
@@ -321,12 +321,9 @@ def execute(chosen: Plan, model: Any = None, *, output_dir: str | Path | None = 
             return runner.produce_model_free(mjob, tmp)
     else:
         offload = None
-        if ranks > 1:  # rank 0 reads the weights into shared memory, the other ranks map them (docs/big-models.md)
-            from quantkit.models.loading import Offload
-
-            offload = Offload(atomic.offload_dir(out), chosen.production_cpu_budget)
-            offload_folder = offload.folder
-        elif chosen.production == "offloaded":
+        # offloaded, and every distributed run (a checkpoint directory, checked above): with ranks, rank 0 reads
+        # the weights into shared memory and the other ranks map them (docs/big-models.md)
+        if chosen.production == "offloaded" or ranks > 1:
             if not model_is_path:
                 raise PlanOptionError("The plan is offloaded (it loads the checkpoint files offloaded), but "
                                       "quantize() got a model object, which is in memory already.",

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny_models import load_tensors
+from tiny_models import load_tensors, save_tiny_llama
 
 from quantkit import hardware, plan, quantize, validate
 from quantkit.errors import PlanOptionError
@@ -77,16 +77,10 @@ def test_offloaded_gptq_peak_gpu_memory_is_within_the_plans_figure(embedded_path
     (``production_device_bytes``, modelled from the CPU measurement in docs/benchmarks.md). A random Llama with a
     wide MLP, so that GPTQ's working set is most of the figure."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    src = tmp_path / "llama-wide"
-    tok = AutoTokenizer.from_pretrained(embedded_path)
-    cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=1024, intermediate_size=5632,
-                               num_hidden_layers=4, num_attention_heads=16, num_key_value_heads=4,
-                               tie_word_embeddings=False)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(src, max_shard_size="100MB")
-    tok.save_pretrained(src)
+    src = save_tiny_llama(tmp_path / "llama-wide", embedded_path, max_shard_size="100MB",
+                          shape={"hidden_size": 1024, "intermediate_size": 5632, "num_hidden_layers": 4,
+                                 "num_attention_heads": 16, "num_key_value_heads": 4})
     p = plan(src, "h100", scheme="w4a16", production="offloaded", device="cuda")
     assert p.production_device_bytes > 0 and p.device_memory_problem() is None
     torch.cuda.reset_peak_memory_stats()

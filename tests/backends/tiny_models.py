@@ -7,16 +7,18 @@ from pathlib import Path
 import pytest
 
 
-def save_tiny_llama(out: Path, tokenizer_dir: Path, **save_args: object) -> Path:
-    """A 2-layer random Llama (hidden 64, 4 heads, 2 KV heads; real module names) with ``tokenizer_dir``'s
-    tokenizer, saved to ``out`` (``save_args`` go to ``save_pretrained``, e.g. ``max_shard_size``)."""
+def save_tiny_llama(out: Path, tokenizer_dir: Path, *, shape: dict[str, int] | None = None,
+                    **save_args: object) -> Path:
+    """A 2-layer random Llama (hidden 64, 4 heads, 2 KV heads; real module names; ``shape`` overrides these
+    config fields) with ``tokenizer_dir``'s tokenizer, saved to ``out`` (``save_args`` go to
+    ``save_pretrained``, e.g. ``max_shard_size``)."""
     torch = pytest.importorskip("torch")
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                               tie_word_embeddings=False)
+    fields = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, **(shape or {})}
+    cfg = AutoConfig.for_model("llama", vocab_size=len(tok), tie_word_embeddings=False, **fields)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(out, **save_args)
     tok.save_pretrained(out)

@@ -241,19 +241,12 @@ def test_06_fp8_kv_cache_served_on_cpu(tmp_path: Path, serve_python: Path) -> No
 
 @pytest.fixture(scope="module")
 def sharded_tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random Llama (real module names) in 50 KB shards, with the embedded model's tokenizer."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    """A 2-layer random Llama (real module names) in 50 KB shards, with the embedded model's tokenizer (the
+    backend tests' builder, tests/backends/tiny_models.py)."""
+    from tiny_models import save_tiny_llama
 
-    out = tmp_path_factory.mktemp("big") / "tiny-llama"
-    tok = AutoTokenizer.from_pretrained(quantkit.embedded_model_path())
-    cfg = AutoConfig.for_model("llama", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                               tie_word_embeddings=False)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).save_pretrained(out, max_shard_size="50KB")
-    tok.save_pretrained(out)
-    return out
+    return save_tiny_llama(tmp_path_factory.mktemp("big") / "tiny-llama", quantkit.embedded_model_path(),
+                           max_shard_size="50KB")
 
 
 def test_08_big_model_plan_only_says_path_memory_and_disk(sharded_tiny_llama: Path, tmp_path: Path) -> None:

@@ -547,6 +547,25 @@ def _algorithm(job: ProduceJob) -> str:
     return str(job.options.get("algorithm") or recipe.algorithm)
 
 
+def _distributed_on_cpu() -> bool:
+    """Whether this process is a rank of an initialised torch.distributed group on a host with no accelerator."""
+    import torch
+    import torch.distributed as dist
+
+    return not torch.accelerator.is_available() and dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """``owner.name`` set to ``value`` for the duration of the block, then restored."""
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
 @contextlib.contextmanager
 def _sync_gptq_ranks_on_cpu() -> Iterator[None]:
     """Distributed GPTQ with no accelerator: a barrier after each layer's GPTQ, for the duration of one oneshot.
@@ -558,12 +577,10 @@ def _sync_gptq_ranks_on_cpu() -> Iterator[None]:
     the layer (and, after the last layer, to compress it for saving) while its GPTQ weights are still being
     written, and read them half-written. On a GPU each module executes on the GPU, the broadcast runs and its
     ``wait()`` is the synchronisation; on CPU this barrier restores it."""
-    import torch
-    import torch.distributed as dist
-
-    if torch.accelerator.is_available() or not (dist.is_available() and dist.is_initialized()):
+    if not _distributed_on_cpu():
         yield
         return
+    import torch.distributed as dist
     from llmcompressor.modifiers.gptq import GPTQModifier
 
     original = GPTQModifier.compress_modules
@@ -572,11 +589,8 @@ def _sync_gptq_ranks_on_cpu() -> Iterator[None]:
         original(self)
         dist.barrier()
 
-    GPTQModifier.compress_modules = compress_modules  # type: ignore[method-assign]
-    try:
+    with _patched(GPTQModifier, "compress_modules", compress_modules):
         yield
-    finally:
-        GPTQModifier.compress_modules = original  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
@@ -591,34 +605,25 @@ def _smooth_once_on_cpu() -> Iterator[None]:
     memory every rank maps, so each rank applies the scales again to what another rank already scaled (measured:
     norm weights 0.73x off a single process). Here every rank takes part in the all-reduce, rank 0 alone scales,
     and the others drop their statistics as ``_apply_smoothing`` does and wait for it."""
-    import torch
-    import torch.distributed as dist
-
-    if torch.accelerator.is_available() or not (dist.is_available() and dist.is_initialized()):
+    if not _distributed_on_cpu():
         yield
         return
+    import torch.distributed as dist
     from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
 
     original = SmoothQuantModifier._apply_smoothing
-    reduce = SmoothQuantModifier._reduce_activation_scales
 
     def apply_smoothing(self: Any, model: Any) -> None:
-        reduce(self)  # a collective: every rank
+        self._reduce_activation_scales()  # a collective: every rank
         if dist.get_rank() == 0:
-            SmoothQuantModifier._reduce_activation_scales = lambda self: None  # type: ignore[method-assign]
-            try:
+            with _patched(SmoothQuantModifier, "_reduce_activation_scales", lambda self: None):
                 original(self, model)
-            finally:
-                SmoothQuantModifier._reduce_activation_scales = reduce  # type: ignore[method-assign]
         else:
             self.scales_.clear()
         dist.barrier()
 
-    SmoothQuantModifier._apply_smoothing = apply_smoothing  # type: ignore[method-assign]
-    try:
+    with _patched(SmoothQuantModifier, "_apply_smoothing", apply_smoothing):
         yield
-    finally:
-        SmoothQuantModifier._apply_smoothing = original  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
@@ -633,9 +638,5 @@ def _cpu_safe_awq() -> Iterator[None]:
         return
     from llmcompressor.pipelines.cache import IntermediatesCache
 
-    original = IntermediatesCache.pin_memory
-    IntermediatesCache.pin_memory = lambda self, *a, **k: None  # type: ignore[method-assign]
-    try:
+    with _patched(IntermediatesCache, "pin_memory", lambda self, *a, **k: None):
         yield
-    finally:
-        IntermediatesCache.pin_memory = original  # type: ignore[method-assign]
